@@ -1,0 +1,3 @@
+//! Calibration data (METHODS.md §1).
+
+pub mod text;

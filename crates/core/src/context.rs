@@ -1,0 +1,111 @@
+//! Progress reporting and cooperative cancellation for long operations (STYLE.md, "Async, progress
+//! and cancellation"). Core reports at most once per layer or batch and checks for cancellation at
+//! least as often.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// What a long operation is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Load,
+    Tokenize,
+    Calibrate,
+    Score,
+    Merge,
+    Distill,
+    Eval,
+    Save,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Load => "load",
+            Stage::Tokenize => "tokenize",
+            Stage::Calibrate => "calibrate",
+            Stage::Score => "score",
+            Stage::Merge => "merge",
+            Stage::Distill => "distill",
+            Stage::Eval => "eval",
+            Stage::Save => "save",
+        }
+    }
+}
+
+/// One progress report: `done` of `total` units of `stage` are finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub stage: Stage,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A shared flag that asks a running operation to stop.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// What every long operation receives besides its inputs.
+#[derive(Clone, Default)]
+pub struct RunContext {
+    progress: Option<Arc<ProgressFn>>,
+    cancel: CancelToken,
+}
+
+impl RunContext {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    pub fn report(&self, stage: Stage, done: u64, total: u64) {
+        if let Some(f) = &self.progress {
+            f(Progress { stage, done, total });
+        }
+    }
+
+    /// `Err(Aborted)` once cancellation was asked for.
+    pub fn check_cancelled(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            Err(Error::Aborted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("progress", &self.progress.is_some())
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish()
+    }
+}

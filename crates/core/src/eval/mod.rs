@@ -1,0 +1,3 @@
+//! Evaluation (METHODS.md §4).
+
+pub mod perplexity;

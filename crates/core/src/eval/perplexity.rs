@@ -1,0 +1,142 @@
+//! Perplexity (METHODS.md §4.1): join the corpus's documents with `"\n\n"`, tokenize once with one
+//! BOS, cut into non-overlapping windows of `seq_len` tokens (dropping the tail), and take
+//! `exp(mean NLL)` over every predicted token (each window predicts its tokens 1..seq_len).
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, D};
+
+use crate::calib::text::join_documents;
+use crate::context::{RunContext, Stage};
+use crate::error::{Error, Result};
+use crate::model::decoder::{NoObserver, TokenBatch};
+use crate::model::Model;
+
+/// Positions whose logits are materialised at once: `[batch · CHUNK, vocab]` f32.
+const LOGIT_CHUNK: usize = 256;
+
+/// Options of a perplexity run. Defaults: `seq_len = min(2048, max_position_embeddings)`, every
+/// window, batches of 1.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerplexityOptions {
+    pub seq_len: Option<usize>,
+    pub max_windows: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+/// The result of a perplexity run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerplexityResult {
+    pub ppl: f64,
+    /// Mean negative log-likelihood per predicted token (nats).
+    pub nll: f64,
+    /// Predicted tokens: `windows · (seq_len − 1)`.
+    pub tokens: usize,
+    pub windows: usize,
+    pub seq_len: usize,
+    /// Tokens in the whole tokenized corpus, BOS included.
+    pub corpus_tokens: usize,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+/// The window length to use, checked against the model.
+pub fn resolve_seq_len(model: &Model, seq_len: Option<usize>) -> Result<usize> {
+    let max = model.max_seq_len();
+    match seq_len {
+        None => Ok(max.min(2048)),
+        Some(0) => Err(Error::config("seqLen", "must be at least 1")),
+        Some(n) if n > max => Err(Error::config(
+            "seqLen",
+            format!("{n} exceeds the model's context of {max} tokens (max_position_embeddings)"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Perplexity of `model` on `documents` (METHODS.md §1 documents of a text file).
+pub fn perplexity<S: AsRef<str>>(
+    model: &Model,
+    documents: &[S],
+    opts: &PerplexityOptions,
+    ctx: &RunContext,
+) -> Result<PerplexityResult> {
+    let start = Instant::now();
+    let mut seq_len = resolve_seq_len(model, opts.seq_len)?;
+    let batch_size = match opts.batch_size {
+        Some(0) => return Err(Error::config("batchSize", "must be at least 1")),
+        b => b.unwrap_or(1),
+    };
+    if opts.max_windows == Some(0) {
+        return Err(Error::config("maxWindows", "must be at least 1"));
+    }
+    if documents.iter().all(|d| d.as_ref().trim().is_empty()) {
+        return Err(Error::Data {
+            message: "the text is empty: perplexity needs at least one non-empty line".into(),
+        });
+    }
+    ctx.report(Stage::Tokenize, 0, 1);
+    let ids = model.tokenizer.encode_with_bos(&join_documents(documents))?;
+    ctx.report(Stage::Tokenize, 1, 1);
+    let mut warnings = Vec::new();
+    if ids.len() < 2 {
+        return Err(Error::Data {
+            message: "the text is a single token: nothing to predict".into(),
+        });
+    }
+    if ids.len() < seq_len {
+        warnings.push(format!(
+            "the corpus has {} tokens, fewer than seqLen {seq_len}: evaluated as one window",
+            ids.len()
+        ));
+        seq_len = ids.len();
+    }
+    let mut windows: Vec<&[u32]> = ids.chunks_exact(seq_len).collect();
+    if let Some(max) = opts.max_windows {
+        windows.truncate(max);
+    }
+    let total = windows.len() as u64;
+    let (mut nll_sum, mut count) = (0f64, 0usize);
+    let check = || ctx.check_cancelled();
+    ctx.report(Stage::Eval, 0, total);
+    for (k, batch) in windows.chunks(batch_size).enumerate() {
+        ctx.check_cancelled()?;
+        let tokens = TokenBatch::new(batch, 0, model.lm.device())?;
+        let h = model.lm.forward(&model.config, &tokens, &mut NoObserver, &check)?;
+        let (sum, n) = window_nll(model, &h, batch)?;
+        nll_sum += sum;
+        count += n;
+        ctx.report(Stage::Eval, ((k + 1) * batch_size).min(windows.len()) as u64, total);
+    }
+    let nll = nll_sum / count as f64;
+    Ok(PerplexityResult {
+        ppl: nll.exp(),
+        nll,
+        tokens: count,
+        windows: windows.len(),
+        seq_len,
+        corpus_tokens: ids.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// Summed NLL (f64) and count of the next-token predictions of equal-length windows, from their
+/// final states `h` (`[b, s, d]`).
+fn window_nll(model: &Model, h: &Tensor, windows: &[&[u32]]) -> Result<(f64, usize)> {
+    let (b, s, _) = h.dims3()?;
+    let predicted = s - 1;
+    let mut sum = 0f64;
+    for start in (0..predicted).step_by(LOGIT_CHUNK) {
+        let len = LOGIT_CHUNK.min(predicted - start);
+        let logits = model.lm.logits(&h.narrow(1, start, len)?)?.reshape((b * len, ()))?;
+        let targets: Vec<u32> =
+            windows.iter().flat_map(|w| w[start + 1..start + 1 + len].iter().copied()).collect();
+        let targets = Tensor::from_vec(targets, (b * len, 1), logits.device())?;
+        let target_logit = logits.gather(&targets, 1)?.squeeze(1)?;
+        let lse = logits.log_sum_exp(D::Minus1)?;
+        let nll = (lse - target_logit)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        sum += nll;
+    }
+    Ok((sum, b * predicted))
+}

@@ -1,0 +1,13 @@
+//! layerfold-core: everything that computes. Loading Llama-family checkpoints, the decoder and its
+//! observers, calibration, scores, methods, evaluation and atomic saving. No Node types, no
+//! printing, no environment variables (STYLE.md, "Crate boundaries").
+
+pub mod calib;
+pub mod context;
+pub mod error;
+pub mod eval;
+pub mod model;
+
+pub use context::{CancelToken, Progress, RunContext, Stage};
+pub use error::{Error, Result};
+pub use model::{LoadOptions, Model};

@@ -1,0 +1,525 @@
+//! The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3), after transformers'
+//! `modeling_llama.py` / `modeling_qwen3.py` and candle's `qwen2.rs`.
+//!
+//! candle-transformers' Llama returns only the last position and hides its layers, so layerfold
+//! has its own: full-sequence states, an editable list of layers whose head counts and FFN width are
+//! read from each layer's own weights (a merged layer may be wider, METHODS.md §3.4), and
+//! [`Observer`] hooks that see every state the methods score without the decoder storing any.
+//!
+//! Precision follows transformers: RMSNorm and softmax accumulate in f32, RoPE tables are computed
+//! in f32 and cast to the model dtype.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::error::Result;
+use crate::model::config::{Config, Llama3RopeScaling};
+
+/// Queries are processed in blocks of this many positions, each attending only to the keys up to
+/// its last position: causal attention then costs about half the full `s × s` product and never
+/// materialises an `s × s` score matrix per head.
+const ATTENTION_BLOCK: usize = 256;
+
+/// A dense layer `y = x Wᵀ + b` with HF's `[out, in]` weight.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // One large matmul over all leading dimensions instead of a batched one.
+        let dims = x.dims();
+        let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
+        let y = x.reshape((rows, last))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("a tensor fed to Linear has at least one dimension") =
+            self.out_features();
+        y.reshape(out)
+    }
+}
+
+/// RMSNorm over the last dimension (transformers `LlamaRMSNorm`).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        match x.dtype() {
+            // candle's fused kernel accumulates in f32 for every dtype.
+            DType::F32 | DType::F16 | DType::BF16 => {
+                candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)
+            }
+            _ => candle_nn::ops::rms_norm_slow(&x, &self.weight, self.eps as f32),
+        }
+    }
+}
+
+/// Self-attention with grouped KV heads and rotary position embeddings.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3's per-head norms, applied before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    pub fn num_heads(&self) -> usize {
+        self.q_proj.out_features() / self.head_dim
+    }
+
+    pub fn num_kv_heads(&self) -> usize {
+        self.k_proj.out_features() / self.head_dim
+    }
+
+    /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
+    fn attend(&self, x: &Tensor, rope: &Rope, mask: &CausalMask) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (nq, nkv, dh) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
+        let group = nq / nkv;
+        let heads = |proj: &Linear, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let t = proj.forward(x)?.reshape((b, s, n, dh))?;
+            let t = match norm {
+                Some(norm) => norm.forward(&t)?,
+                None => t,
+            };
+            Ok(t.transpose(1, 2)?.contiguous()?)
+        };
+        let q = rope.apply(&heads(&self.q_proj, nq, &self.q_norm)?)?;
+        let k = rope.apply(&heads(&self.k_proj, nkv, &self.k_norm)?)?;
+        let v = heads(&self.v_proj, nkv, &None)?;
+        // Query head h reads KV head h / G (HF layout), so the G query heads of one KV head are
+        // adjacent: viewing queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
+        let q = (q * (1.0 / (dh as f64).sqrt()))?;
+        let mut blocks = Vec::with_capacity(s.div_ceil(ATTENTION_BLOCK));
+        for start in (0..s).step_by(ATTENTION_BLOCK) {
+            let len = ATTENTION_BLOCK.min(s - start);
+            let end = start + len;
+            let q_blk =
+                q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
+            let k_blk = k.narrow(2, 0, end)?;
+            let v_blk = v.narrow(2, 0, end)?;
+            let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, end]
+            let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, end))?;
+            let scores = match &mask.blocks[start / ATTENTION_BLOCK] {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?
+                .to_dtype(v.dtype())?
+                .reshape((b, nkv, group * len, end))?;
+            blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
+        }
+        let out = Tensor::cat(&blocks, 2)?; // [b, n_q, s, d_h]
+        Ok(out.transpose(1, 2)?.reshape((b, s, nq * dh))?)
+    }
+}
+
+/// The SwiGLU feed-forward block.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn intermediate_size(&self) -> usize {
+        self.gate_proj.out_features()
+    }
+
+    /// The input of `down_proj`: `silu(W_gate u) ⊙ W_up u`.
+    fn activation(&self, u: &Tensor) -> Result<Tensor> {
+        Ok((self.gate_proj.forward(u)?.silu()? * self.up_proj.forward(u)?)?)
+    }
+}
+
+/// One decoder layer: `y = x + Attn(norm_in(x))`, `z = y + FFN(norm_post(y))` (METHODS.md §0).
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    /// `index` is the layer's position in the current list, passed to the observer.
+    pub fn forward(
+        &self,
+        index: usize,
+        x: &Tensor,
+        ctx: &ForwardContext,
+        obs: &mut dyn Observer,
+    ) -> Result<Tensor> {
+        let o = self.self_attn.attend(&self.input_layernorm.forward(x)?, &ctx.rope, &ctx.mask)?;
+        obs.o_proj_input(index, &o, &ctx.tokens)?;
+        let y = (x + self.self_attn.o_proj.forward(&o)?)?;
+        let a = self.mlp.activation(&self.post_attention_layernorm.forward(&y)?)?;
+        obs.down_proj_input(index, &a, &ctx.tokens)?;
+        Ok((y + self.mlp.down_proj.forward(&a)?)?)
+    }
+
+    /// Every tensor of the layer with its HF name relative to `model.layers.{i}.`.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        let a = &self.self_attn;
+        let linears = [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &self.mlp.gate_proj),
+            ("mlp.up_proj", &self.mlp.up_proj),
+            ("mlp.down_proj", &self.mlp.down_proj),
+        ];
+        let mut out = Vec::new();
+        for (name, l) in linears {
+            out.push((format!("{name}.weight"), &l.weight));
+            if let Some(b) = &l.bias {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        if let Some(n) = &a.q_norm {
+            out.push(("self_attn.q_norm.weight".into(), &n.weight));
+        }
+        if let Some(n) = &a.k_norm {
+            out.push(("self_attn.k_norm.weight".into(), &n.weight));
+        }
+        out.push(("input_layernorm.weight".into(), &self.input_layernorm.weight));
+        out.push(("post_attention_layernorm.weight".into(), &self.post_attention_layernorm.weight));
+        out
+    }
+}
+
+/// Rotary position embedding tables (transformers `LlamaRotaryEmbedding`, rotate-half layout).
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// Tables for positions `0..len`, `[len, d_h/2]`, in `dtype`.
+    pub fn new(cfg: &Config, len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq = inverse_frequencies(cfg);
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for pos in 0..len {
+            for f in &inv_freq {
+                // f32 product as in transformers (autocast disabled, float32 matmul).
+                let angle = pos as f32 * *f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
+        Ok(Self { cos, sin })
+    }
+
+    /// `x`: `[b, heads, s, d_h]`, contiguous.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.dim(2)?;
+        let cos = self.cos.narrow(0, 0, s)?;
+        let sin = self.sin.narrow(0, 0, s)?;
+        Ok(candle_nn::rotary_emb::rope(x, &cos, &sin)?)
+    }
+}
+
+/// `1 / θ^(2i/d_h)`, with the "llama3" scaling applied when configured.
+fn inverse_frequencies(cfg: &Config) -> Vec<f32> {
+    let dh = cfg.head_dim;
+    let base: Vec<f64> =
+        (0..dh / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dh as f64)).collect();
+    let scaled = match &cfg.rope_scaling {
+        None => base,
+        Some(s) => base.into_iter().map(|f| llama3_scale(f, s)).collect(),
+    };
+    scaled.into_iter().map(|f| f as f32).collect()
+}
+
+/// transformers `_compute_llama3_parameters`.
+fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
+    let old_len = s.original_max_position_embeddings as f64;
+    let low_freq_wavelen = old_len / s.low_freq_factor;
+    let high_freq_wavelen = old_len / s.high_freq_factor;
+    let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+    if wavelen < high_freq_wavelen {
+        inv_freq
+    } else if wavelen > low_freq_wavelen {
+        inv_freq / s.factor
+    } else {
+        let smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    }
+}
+
+/// Causal (and, for Mistral, sliding-window) masking, one additive f32 block per query block of
+/// [`ATTENTION_BLOCK`] positions, built once per pass. Sequences are right-padded, so a real query
+/// never sees a padded key; padded positions compute garbage that [`TokenMask`] hides.
+#[derive(Debug, Clone)]
+pub struct CausalMask {
+    /// `[len, end]` for queries `start..start+len = end` against keys `0..end`; `None` when nothing
+    /// in the block is masked.
+    blocks: Vec<Option<Tensor>>,
+}
+
+impl CausalMask {
+    pub fn new(seq_len: usize, sliding_window: Option<usize>, device: &Device) -> Result<Self> {
+        let window = sliding_window.unwrap_or(usize::MAX);
+        let mut blocks = Vec::new();
+        for start in (0..seq_len).step_by(ATTENTION_BLOCK) {
+            let len = ATTENTION_BLOCK.min(seq_len - start);
+            let end = start + len;
+            // The last query (end - 1) sees key 0 only if end - 1 < window.
+            if len == 1 && end <= window {
+                blocks.push(None);
+                continue;
+            }
+            let mut m = vec![0f32; len * end];
+            for r in 0..len {
+                let i = start + r;
+                for (j, v) in m[r * end..(r + 1) * end].iter_mut().enumerate() {
+                    if j > i || i - j >= window {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            blocks.push(Some(Tensor::from_vec(m, (len, end), device)?));
+        }
+        Ok(Self { blocks })
+    }
+}
+
+/// Which positions of a right-padded batch are real tokens.
+#[derive(Debug, Clone)]
+pub struct TokenMask {
+    /// Real tokens per row.
+    pub lengths: Vec<usize>,
+    /// Padded row length.
+    pub seq_len: usize,
+    /// `[b·s, 1]` f32 of 1 (real) and 0 (padding); `None` when no row is padded.
+    pub weights: Option<Tensor>,
+}
+
+impl TokenMask {
+    pub fn new(lengths: Vec<usize>, seq_len: usize, device: &Device) -> Result<Self> {
+        let weights = if lengths.iter().all(|&l| l == seq_len) {
+            None
+        } else {
+            let w: Vec<f32> = lengths
+                .iter()
+                .flat_map(|&l| (0..seq_len).map(move |p| if p < l { 1.0 } else { 0.0 }))
+                .collect();
+            Some(Tensor::from_vec(w, (lengths.len() * seq_len, 1), device)?)
+        };
+        Ok(Self { lengths, seq_len, weights })
+    }
+
+    /// Number of real tokens.
+    pub fn count(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    /// Per-channel sum over real tokens of `|x|`, in f32: `x` is `[b, s, c]`, the result `[c]`.
+    pub fn abs_sum(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dim(D::Minus1)?;
+        let flat = x.reshape(((), c))?.to_dtype(DType::F32)?.abs()?;
+        let flat = match &self.weights {
+            Some(w) => flat.broadcast_mul(w)?,
+            None => flat,
+        };
+        Ok(flat.sum(0)?)
+    }
+}
+
+/// What a forward pass shares across layers.
+#[derive(Debug, Clone)]
+pub struct ForwardContext {
+    pub rope: Rope,
+    pub mask: CausalMask,
+    pub tokens: TokenMask,
+}
+
+/// Hooks into a forward pass. Each receives the state of one batch; observers keep running
+/// statistics, never the `[tokens, width]` states of the whole calibration set (METHODS.md §2).
+/// `tokens` says which positions are real. Layer indices are positions in the current layer list.
+pub trait Observer {
+    /// `h_i`: the input of layer `i` for `i < L`, and `h_L`, the last layer's output before the
+    /// final norm (METHODS.md §0).
+    fn hidden_state(&mut self, _i: usize, _h: &Tensor, _tokens: &TokenMask) -> Result<()> {
+        Ok(())
+    }
+    /// `ĥ = FinalNorm(h_L)`, what the LM head sees.
+    fn final_state(&mut self, _h: &Tensor, _tokens: &TokenMask) -> Result<()> {
+        Ok(())
+    }
+    /// The input of layer `layer`'s `down_proj`, `[b, s, I]`.
+    fn down_proj_input(&mut self, _layer: usize, _a: &Tensor, _tokens: &TokenMask) -> Result<()> {
+        Ok(())
+    }
+    /// The input of layer `layer`'s `o_proj` (attention output before `W_o`), `[b, s, n_q·d_h]`.
+    fn o_proj_input(&mut self, _layer: usize, _o: &Tensor, _tokens: &TokenMask) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The observer that observes nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Several observers fed by one pass.
+pub struct Observers<'a>(pub Vec<&'a mut dyn Observer>);
+
+impl Observer for Observers<'_> {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, t: &TokenMask) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.hidden_state(i, h, t))
+    }
+    fn final_state(&mut self, h: &Tensor, t: &TokenMask) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.final_state(h, t))
+    }
+    fn down_proj_input(&mut self, l: usize, a: &Tensor, t: &TokenMask) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.down_proj_input(l, a, t))
+    }
+    fn o_proj_input(&mut self, l: usize, x: &Tensor, t: &TokenMask) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.o_proj_input(l, x, t))
+    }
+}
+
+/// The decoder stack with its embedding, final norm and LM head.
+#[derive(Debug, Clone)]
+pub struct CausalLm {
+    pub embed_tokens: Tensor,
+    /// The editable list of layers: methods remove, replace and insert entries; tensors are shared,
+    /// so editing never copies weights.
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+}
+
+/// A right-padded batch of token sequences.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[b, s]` u32.
+    pub ids: Tensor,
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Pads every sequence on the right with `pad` to the longest one.
+    pub fn new(sequences: &[&[u32]], pad: u32, device: &Device) -> Result<Self> {
+        let s = sequences.iter().map(|q| q.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(sequences.len() * s);
+        for q in sequences {
+            ids.extend_from_slice(q);
+            ids.extend(std::iter::repeat_n(pad, s - q.len()));
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (sequences.len(), s), device)?,
+            lengths: sequences.iter().map(|q| q.len()).collect(),
+        })
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.ids.dims()[1]
+    }
+}
+
+impl CausalLm {
+    pub fn lm_head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// The per-pass context for `batch`.
+    pub fn context(&self, cfg: &Config, batch: &TokenBatch) -> Result<ForwardContext> {
+        let s = batch.seq_len();
+        Ok(ForwardContext {
+            rope: Rope::new(cfg, s, self.dtype(), self.device())?,
+            mask: CausalMask::new(s, cfg.sliding_window, self.device())?,
+            tokens: TokenMask::new(batch.lengths.clone(), s, self.device())?,
+        })
+    }
+
+    /// `h_0`, the embeddings of `batch`: `[b, s, d]`.
+    pub fn embed(&self, batch: &TokenBatch) -> Result<Tensor> {
+        let (b, s) = batch.ids.dims2()?;
+        let flat = self.embed_tokens.index_select(&batch.ids.flatten_all()?, 0)?;
+        Ok(flat.reshape((b, s, ()))?)
+    }
+
+    /// Runs layers `from..` on `h` (= `h_from`) and returns `ĥ`, reporting `h_from..h_L` and `ĥ`.
+    /// `from = 0` with `h = embed(batch)` is the full pass; a larger `from` reuses a cached prefix.
+    /// `check` runs before every layer (cancellation).
+    pub fn forward_from(
+        &self,
+        from: usize,
+        h: Tensor,
+        ctx: &ForwardContext,
+        obs: &mut dyn Observer,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Tensor> {
+        let mut h = h;
+        for (i, layer) in self.layers.iter().enumerate().skip(from) {
+            check()?;
+            obs.hidden_state(i, &h, &ctx.tokens)?;
+            h = layer.forward(i, &h, ctx, obs)?;
+        }
+        obs.hidden_state(self.layers.len(), &h, &ctx.tokens)?;
+        let h_hat = self.norm.forward(&h)?;
+        obs.final_state(&h_hat, &ctx.tokens)?;
+        Ok(h_hat)
+    }
+
+    /// The full pass: `ĥ` for `batch`, `[b, s, d]`.
+    pub fn forward(
+        &self,
+        cfg: &Config,
+        batch: &TokenBatch,
+        obs: &mut dyn Observer,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Tensor> {
+        let ctx = self.context(cfg, batch)?;
+        self.forward_from(0, self.embed(batch)?, &ctx, obs, check)
+    }
+
+    /// Logits in f32 for final states `h` (`[.., d]` → `[.., V]`). Callers chunk long sequences:
+    /// `[tokens, V]` logits of a whole window are large.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let head = Linear::new(self.lm_head_weight().clone(), None);
+        Ok(head.forward(h)?.to_dtype(DType::F32)?)
+    }
+}

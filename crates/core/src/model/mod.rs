@@ -1,0 +1,269 @@
+//! A loaded model: its configuration, decoder weights and tokenizer, from a Hugging Face folder or
+//! a GGUF file.
+
+pub mod config;
+pub mod decoder;
+pub mod gguf;
+pub mod safetensors;
+pub mod save;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::context::{RunContext, Stage};
+use crate::error::{Error, Result};
+use config::{Config, RawConfig};
+use decoder::CausalLm;
+use tokenizer::TextTokenizer;
+
+/// Where a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// A Hugging Face folder with safetensors weights.
+    Safetensors,
+    Gguf,
+}
+
+impl SourceFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::Gguf => "gguf",
+        }
+    }
+}
+
+/// The device to compute on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    /// A CUDA device by ordinal; needs the `cuda` build.
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(
+                    || Error::config("device", format!("`{other}` is not cpu, cuda or cuda:N")),
+                )
+            }
+        }
+    }
+
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => {
+                if !cfg!(feature = "cuda") {
+                    return Err(Error::Device {
+                        message:
+                            "this build of layerfold has no CUDA support: use device \"cpu\" or \
+                                  install the CUDA build"
+                                .into(),
+                    });
+                }
+                Device::new_cuda(ordinal).map_err(|e| Error::Device {
+                    message: format!("CUDA device {ordinal} is not usable: {e}"),
+                })
+            }
+        }
+    }
+}
+
+/// Parses `f32`, `f16`, `bf16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::config("dtype", format!("`{other}` is not f32, f16 or bf16"))),
+    }
+}
+
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "other",
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Weights and activations dtype. Default f32.
+    pub dtype: DType,
+    pub device: DeviceChoice,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, device: DeviceChoice::Cpu }
+    }
+}
+
+/// Files of the input that a save copies verbatim (HF folders only).
+#[derive(Debug, Clone, Default)]
+pub struct Passthrough {
+    pub tokenizer_config: Option<PathBuf>,
+    pub special_tokens_map: Option<PathBuf>,
+    pub generation_config: Option<PathBuf>,
+}
+
+/// A model in memory. The layer list of `lm` is the model's depth; `config.num_hidden_layers` is
+/// the depth it was loaded with.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: Config,
+    /// The `config.json` to write back: the input's own, or the one built from GGUF metadata.
+    pub hf_config: serde_json::Value,
+    pub lm: CausalLm,
+    pub tokenizer: TextTokenizer,
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    /// For GGUF: `tokenizer_config.json` rebuilt from metadata. For folders: files to copy.
+    pub tokenizer_config: Option<serde_json::Value>,
+    pub passthrough: Passthrough,
+    /// For GGUF: ggml tensor types and their counts.
+    pub quantization: Vec<(String, usize)>,
+}
+
+impl Model {
+    /// Loads a Hugging Face folder or a `.gguf` file. The input is only read.
+    pub fn load(path: &Path, opts: &LoadOptions, ctx: &RunContext) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::NotFound {
+                what: "model",
+                path: path.to_path_buf(),
+                hint:
+                    "give a Hugging Face model folder (config.json, *.safetensors, tokenizer.json) \
+                       or a .gguf file"
+                        .into(),
+            });
+        }
+        let device = opts.device.open()?;
+        ctx.report(Stage::Load, 0, 1);
+        if path.is_dir() {
+            Self::load_folder(path, opts.dtype, &device, ctx)
+        } else if is_gguf(path)? {
+            Self::load_gguf(path, opts.dtype, &device, ctx)
+        } else if path.extension().is_some_and(|e| e == "gguf") {
+            Err(Error::format(path, "GGUF file", "it does not start with the GGUF magic bytes"))
+        } else {
+            Err(Error::format(
+                path,
+                "model",
+                "it is neither a folder nor a GGUF file; for safetensors give the folder holding config.json",
+            ))
+        }
+    }
+
+    fn load_folder(dir: &Path, dtype: DType, device: &Device, ctx: &RunContext) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.exists() {
+            return Err(Error::NotFound {
+                what: "configuration",
+                path: config_path,
+                hint: "a Hugging Face model folder has a config.json".into(),
+            });
+        }
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let hf_config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(&config_path, "config.json", e))?;
+        let raw: RawConfig = serde_json::from_value(hf_config.clone())
+            .map_err(|e| Error::format(&config_path, "config.json", e))?;
+        let config = raw.resolve(&config_path.display().to_string())?;
+        let weights = safetensors::SafetensorsWeights::open(dir)?;
+        let tokenizer = TextTokenizer::from_file(
+            &dir.join("tokenizer.json"),
+            config.bos_token_id,
+            config.eos_token_ids.first().copied(),
+        )?;
+        let lm = weights::build(&config, &weights, dtype, device, ctx)?;
+        let existing = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
+        Ok(Self {
+            config,
+            hf_config,
+            lm,
+            tokenizer,
+            path: dir.to_path_buf(),
+            format: SourceFormat::Safetensors,
+            tokenizer_config: None,
+            passthrough: Passthrough {
+                tokenizer_config: existing("tokenizer_config.json"),
+                special_tokens_map: existing("special_tokens_map.json"),
+                generation_config: existing("generation_config.json"),
+            },
+            quantization: vec![],
+        })
+    }
+
+    fn load_gguf(path: &Path, dtype: DType, device: &Device, ctx: &RunContext) -> Result<Self> {
+        let file = gguf::GgufFile::open(path)?;
+        let hf_config = file.hf_config()?;
+        let raw: RawConfig = serde_json::from_value(hf_config.clone())
+            .map_err(|e| Error::Internal(format!("GGUF config: {e}")))?;
+        let config = raw.resolve(&path.display().to_string())?;
+        let tokenizer = file.tokenizer()?;
+        let lm = weights::build(&config, &file, dtype, device, ctx)?;
+        Ok(Self {
+            config,
+            hf_config,
+            lm,
+            tokenizer,
+            path: path.to_path_buf(),
+            format: SourceFormat::Gguf,
+            tokenizer_config: Some(file.tokenizer_config()),
+            passthrough: Passthrough::default(),
+            quantization: file.quantization_summary(),
+        })
+    }
+
+    /// The current number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.lm.layers.len()
+    }
+
+    /// The parameters of the model as it is now (layers may differ in width after a merge).
+    pub fn num_parameters(&self) -> usize {
+        let count = |t: &candle_core::Tensor| t.elem_count();
+        let mut n = count(&self.lm.embed_tokens) + count(&self.lm.norm.weight);
+        n += self.lm.lm_head.as_ref().map(count).unwrap_or(0);
+        for layer in &self.lm.layers {
+            n += layer.named_tensors().into_iter().map(|(_, t)| count(t)).sum::<usize>();
+        }
+        n
+    }
+
+    /// The longest sequence the model accepts.
+    pub fn max_seq_len(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+}
+
+/// True when `path` starts with the GGUF magic.
+fn is_gguf(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    match f.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"GGUF"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            if path.extension().is_some_and(|e| e == "gguf") {
+                Err(Error::format(path, "GGUF file", "the file is shorter than its 4-byte magic"))
+            } else {
+                Ok(false)
+            }
+        }
+        Err(e) => Err(Error::io(path, e)),
+    }
+}

@@ -1,0 +1,341 @@
+//! Writing a model as a Hugging Face folder that transformers (and llama.cpp's converter) load as
+//! is: `config.json` with the new depth, safetensors weights (sharded above a size, with an
+//! index), `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
+//!
+//! The folder is written to a temporary folder beside the target and renamed into place, so the
+//! target appears complete or not at all; the input is never touched.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::{DType, Tensor};
+use serde_json::json;
+
+use crate::context::{RunContext, Stage};
+use crate::error::{Error, Result};
+use crate::model::safetensors::{INDEX_FILE, SINGLE_FILE};
+use crate::model::Model;
+
+/// How to save.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveOptions {
+    /// Dtype of the saved weights; `None` keeps the model's.
+    pub dtype: Option<DType>,
+    /// Shards hold at most this many bytes of tensor data (transformers' default `max_shard_size`
+    /// is 5 GB).
+    pub max_shard_bytes: u64,
+    /// Replace a non-empty target folder.
+    pub force: bool,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self { dtype: None, max_shard_bytes: 5_000_000_000, force: false }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveSummary {
+    pub path: PathBuf,
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+/// One tensor to write, converted to the target dtype only when the writer asks for its bytes, so
+/// that at most one converted tensor is in memory at a time.
+struct LazyTensor<'a> {
+    tensor: &'a Tensor,
+    dtype: DType,
+    shape: Vec<usize>,
+    error: &'a Mutex<Option<Error>>,
+}
+
+impl LazyTensor<'_> {
+    fn bytes(&self) -> Result<Vec<u8>> {
+        let t = self
+            .tensor
+            .to_dtype(self.dtype)?
+            .to_device(&candle_core::Device::Cpu)?
+            .flatten_all()?;
+        Ok(match self.dtype {
+            DType::F32 => t.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F16 => t.to_vec1::<half::f16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::BF16 => {
+                t.to_vec1::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            other => return Err(Error::Internal(format!("cannot save dtype {other:?}"))),
+        })
+    }
+}
+
+impl safetensors::View for LazyTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self.dtype {
+            DType::F16 => safetensors::Dtype::F16,
+            DType::BF16 => safetensors::Dtype::BF16,
+            _ => safetensors::Dtype::F32,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        // `View::data` cannot fail; a conversion error is kept and reported after the write,
+        // which then discards the file.
+        match self.bytes() {
+            Ok(b) => Cow::Owned(b),
+            Err(e) => {
+                if let Ok(mut slot) = self.error.lock() {
+                    slot.get_or_insert(e);
+                }
+                Cow::Owned(vec![0; self.data_len()])
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
+    }
+}
+
+/// Every tensor of `model` under its HF name, in name order.
+fn named_tensors(model: &Model) -> Vec<(String, &Tensor)> {
+    let lm = &model.lm;
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), &lm.embed_tokens),
+        ("model.norm.weight".to_string(), &lm.norm.weight),
+    ];
+    if let Some(head) = &lm.lm_head {
+        out.push(("lm_head.weight".to_string(), head));
+    }
+    for (i, layer) in lm.layers.iter().enumerate() {
+        for (name, t) in layer.named_tensors() {
+            out.push((format!("model.layers.{i}.{name}"), t));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The input's `config.json` with the model's current depth and the saved dtype.
+fn config_json(model: &Model, dtype: DType) -> serde_json::Value {
+    let mut cfg = model.hf_config.clone();
+    let layers = model.num_layers();
+    cfg["num_hidden_layers"] = json!(layers);
+    let dtype_str = match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    cfg["torch_dtype"] = json!(dtype_str);
+    if cfg.get("dtype").is_some() {
+        cfg["dtype"] = json!(dtype_str);
+    }
+    // transformers 5 lists one attention type per layer; keep it as long as the layer list.
+    if let Some(types) = cfg.get_mut("layer_types").and_then(|v| v.as_array_mut()) {
+        types.truncate(layers);
+    }
+    cfg
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+}
+
+/// Fails unless `out` can receive a model: not the input, not a non-empty folder (unless `force`).
+pub fn check_target(model_path: &Path, out: &Path, force: bool) -> Result<()> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    if let (Some(a), Some(b)) = (canonical(model_path), canonical(out)) {
+        if a == b || a.starts_with(&b) {
+            return Err(Error::config(
+                "out",
+                format!("`{}` holds the input model; choose another folder", out.display()),
+            ));
+        }
+    }
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::OutputExists { path: out.to_path_buf() });
+        }
+        let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+        if !empty && !force {
+            return Err(Error::OutputExists { path: out.to_path_buf() });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `model` to the folder `out` (see the module docs).
+pub fn save(
+    model: &Model,
+    out: &Path,
+    opts: &SaveOptions,
+    ctx: &RunContext,
+) -> Result<SaveSummary> {
+    check_target(&model.path, out, opts.force)?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::config("out", format!("`{}` has no folder name", out.display())))?
+        .to_string_lossy()
+        .to_string();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = parent.join(format!(".{name}.layerfold-tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = write_folder(model, &tmp, opts, ctx).and_then(|summary| {
+        move_into_place(&tmp, out, opts.force)?;
+        Ok(SaveSummary { path: out.to_path_buf(), ..summary })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_folder(
+    model: &Model,
+    dir: &Path,
+    opts: &SaveOptions,
+    ctx: &RunContext,
+) -> Result<SaveSummary> {
+    let dtype = opts.dtype.unwrap_or(model.lm.dtype());
+    let tensors = named_tensors(model);
+    // Greedy shards in name order, as transformers' `split_torch_state_dict_into_shards` does.
+    let mut shards: Vec<Vec<(String, &Tensor)>> = vec![vec![]];
+    let mut shard_bytes = 0u64;
+    let mut total_bytes = 0u64;
+    for (name, t) in tensors {
+        let bytes = (t.elem_count() * dtype.size_in_bytes()) as u64;
+        if shard_bytes + bytes > opts.max_shard_bytes
+            && !shards.last().is_some_and(|s| s.is_empty())
+        {
+            shards.push(vec![]);
+            shard_bytes = 0;
+        }
+        shard_bytes += bytes;
+        total_bytes += bytes;
+        shards.last_mut().expect("shards starts non-empty").push((name, t));
+    }
+    let n = shards.len();
+    let mut files = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    for (k, shard) in shards.iter().enumerate() {
+        ctx.check_cancelled()?;
+        ctx.report(Stage::Save, k as u64, n as u64);
+        let file = if n == 1 {
+            SINGLE_FILE.to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", k + 1)
+        };
+        let path = dir.join(&file);
+        let error = Mutex::new(None);
+        let views = shard.iter().map(|(name, t)| {
+            (name.clone(), LazyTensor { tensor: t, dtype, shape: t.dims().to_vec(), error: &error })
+        });
+        safetensors::serialize_to_file(views, Some(metadata.clone()), &path).map_err(
+            |e| match e {
+                safetensors::SafeTensorError::IoError(io) => Error::io(&path, io),
+                other => Error::Internal(format!("writing `{}`: {other}", path.display())),
+            },
+        )?;
+        if let Some(e) = error.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        sync(&path)?;
+        for (name, _) in shard {
+            weight_map.insert(name.clone(), file.clone());
+        }
+        files.push(file);
+    }
+    if n > 1 {
+        write_json(
+            &dir.join(INDEX_FILE),
+            &json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map}),
+        )?;
+        files.push(INDEX_FILE.into());
+    }
+    write_json(&dir.join("config.json"), &config_json(model, dtype))?;
+    files.push("config.json".into());
+    // The tokenizer: the input's files verbatim, or the ones rebuilt from GGUF metadata.
+    let tokenizer_json = dir.join("tokenizer.json");
+    let source_tokenizer = model.path.join("tokenizer.json");
+    if model.path.is_dir() && source_tokenizer.exists() {
+        copy(&source_tokenizer, &tokenizer_json)?;
+    } else {
+        std::fs::write(&tokenizer_json, model.tokenizer.to_json()?)
+            .map_err(|e| Error::io(&tokenizer_json, e))?;
+    }
+    files.push("tokenizer.json".into());
+    let p = &model.passthrough;
+    for (src, file) in [
+        (&p.tokenizer_config, "tokenizer_config.json"),
+        (&p.special_tokens_map, "special_tokens_map.json"),
+        (&p.generation_config, "generation_config.json"),
+    ] {
+        if let Some(src) = src {
+            copy(src, &dir.join(file))?;
+            files.push(file.into());
+        }
+    }
+    if let Some(tc) = &model.tokenizer_config {
+        write_json(&dir.join("tokenizer_config.json"), tc)?;
+        files.push("tokenizer_config.json".into());
+    }
+    if p.generation_config.is_none() {
+        let mut gen = json!({});
+        if let Some(b) = model.config.bos_token_id {
+            gen["bos_token_id"] = json!(b);
+        }
+        match model.config.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => gen["eos_token_id"] = json!(one),
+            many => gen["eos_token_id"] = json!(many),
+        }
+        write_json(&dir.join("generation_config.json"), &gen)?;
+        files.push("generation_config.json".into());
+    }
+    ctx.report(Stage::Save, n as u64, n as u64);
+    files.sort();
+    Ok(SaveSummary { path: dir.to_path_buf(), files, bytes: total_bytes })
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    Ok(())
+}
+
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Renames the finished `tmp` folder to `out`; with `force`, a non-empty `out` is moved aside
+/// first and removed after.
+fn move_into_place(tmp: &Path, out: &Path, force: bool) -> Result<()> {
+    if out.exists() {
+        let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+        if empty {
+            std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
+        } else if force {
+            let aside = tmp.with_extension("old");
+            std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
+            std::fs::rename(tmp, out).map_err(|e| Error::io(out, e))?;
+            return std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e));
+        } else {
+            return Err(Error::OutputExists { path: out.to_path_buf() });
+        }
+    }
+    std::fs::rename(tmp, out).map_err(|e| Error::io(out, e))
+}

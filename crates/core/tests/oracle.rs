@@ -9,6 +9,7 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use common::*;
+use layerfold_core::calib::text::TextSource;
 use layerfold_core::eval::perplexity::{perplexity, PerplexityOptions};
 use layerfold_core::model::decoder::{NoObserver, Observer, TokenBatch, TokenMask};
 use layerfold_core::{Model, RunContext};
@@ -110,7 +111,8 @@ fn check_corpus_and_perplexity(model: &Model, fx: &serde_json::Value) {
         max_windows: Some(want["windows"].as_u64().unwrap() as usize),
         batch_size: Some(2),
     };
-    let got = perplexity(model, &docs, &opts, &RunContext::new()).unwrap();
+    let source = TextSource::File(shared("data/text/wikitext2_raw_test.txt"));
+    let got = perplexity(model, &source, &opts, &RunContext::new()).unwrap();
     assert_eq!(got.tokens as u64, want["tokens"].as_u64().unwrap());
     let ppl = want["ppl"].as_f64().unwrap();
     assert!((got.ppl - ppl).abs() <= 1e-4 * ppl, "perplexity {} vs {ppl}", got.ppl);

@@ -1,3 +1,13 @@
-//! layerfold-kernels: candle custom ops whose CPU implementation defines the semantics and whose
-//! CUDA implementation (feature `cuda`) makes them fast. The ops arrive with the issues that need them
-//! (activation-intensity scoring, concatenated-layer construction, distillation loss; DESIGN.md).
+//! layerfold-kernels: candle custom ops whose CPU implementation defines the semantics (and is
+//! tested against a composed `_slow` version), made fast with vectorised loops on the CPU. CUDA
+//! implementations (feature `cuda`) arrive with the GPU issue; until then the decoder uses the
+//! composed versions on CUDA devices.
+
+pub mod causal_softmax;
+pub mod swiglu;
+pub mod token_nll;
+mod vec_exp;
+
+pub use causal_softmax::{causal_softmax_, causal_softmax_slow};
+pub use swiglu::{swiglu, swiglu_slow};
+pub use token_nll::{token_nll, token_nll_slow};

@@ -61,6 +61,33 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     Ok(docs)
 }
 
+/// Where text comes from: given inline, or a file path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextSource {
+    /// Plain text; its documents are its non-empty lines.
+    Text(String),
+    /// A `.txt` or `.jsonl` file (see [`read_documents`]).
+    File(std::path::PathBuf),
+}
+
+impl TextSource {
+    /// The documents; `E_DATA` when there are none.
+    pub fn documents(&self) -> Result<Vec<String>> {
+        match self {
+            TextSource::File(path) => read_documents(path),
+            TextSource::Text(text) => {
+                let docs: Vec<String> = documents(text).into_iter().map(str::to_string).collect();
+                if docs.is_empty() {
+                    return Err(Error::Data {
+                        message: "the text is empty: give at least one non-empty line".into(),
+                    });
+                }
+                Ok(docs)
+            }
+        }
+    }
+}
+
 /// Documents joined by a blank line, as one corpus (METHODS.md §1 "chunked corpus", §4.1).
 pub fn join_documents<S: AsRef<str>>(docs: &[S]) -> String {
     docs.iter().map(|d| d.as_ref()).collect::<Vec<_>>().join("\n\n")

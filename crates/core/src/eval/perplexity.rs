@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
-use crate::calib::text::join_documents;
+use crate::calib::text::{join_documents, TextSource};
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::decoder::{NoObserver, TokenBatch};
@@ -54,10 +54,10 @@ pub fn resolve_seq_len(model: &Model, seq_len: Option<usize>) -> Result<usize> {
     }
 }
 
-/// Perplexity of `model` on `documents` (METHODS.md §1 documents of a text file).
-pub fn perplexity<S: AsRef<str>>(
+/// Perplexity of `model` on the documents of `source` (METHODS.md §1, §4.1).
+pub fn perplexity(
     model: &Model,
-    documents: &[S],
+    source: &TextSource,
     opts: &PerplexityOptions,
     ctx: &RunContext,
 ) -> Result<PerplexityResult> {
@@ -70,13 +70,9 @@ pub fn perplexity<S: AsRef<str>>(
     if opts.max_windows == Some(0) {
         return Err(Error::config("maxWindows", "must be at least 1"));
     }
-    if documents.iter().all(|d| d.as_ref().trim().is_empty()) {
-        return Err(Error::Data {
-            message: "the text is empty: perplexity needs at least one non-empty line".into(),
-        });
-    }
+    let documents = source.documents()?;
     ctx.report(Stage::Tokenize, 0, 1);
-    let ids = model.tokenizer.encode_with_bos(&join_documents(documents))?;
+    let ids = model.tokenizer.encode_with_bos(&join_documents(&documents))?;
     ctx.report(Stage::Tokenize, 1, 1);
     let mut warnings = Vec::new();
     if ids.len() < 2 {
@@ -132,10 +128,13 @@ fn window_nll(model: &Model, h: &Tensor, windows: &[&[u32]]) -> Result<(f64, usi
         let logits = model.lm.logits(&h.narrow(1, start, len)?)?.reshape((b * len, ()))?;
         let targets: Vec<u32> =
             windows.iter().flat_map(|w| w[start + 1..start + 1 + len].iter().copied()).collect();
-        let targets = Tensor::from_vec(targets, (b * len, 1), logits.device())?;
-        let target_logit = logits.gather(&targets, 1)?.squeeze(1)?;
-        let lse = logits.log_sum_exp(D::Minus1)?;
-        let nll = (lse - target_logit)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let targets = Tensor::from_vec(targets, b * len, logits.device())?;
+        let nll = if logits.device().is_cpu() {
+            layerfold_kernels::token_nll(&logits, &targets)?
+        } else {
+            layerfold_kernels::token_nll_slow(&logits, &targets)?
+        };
+        let nll = nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         sum += nll;
     }
     Ok((sum, b * predicted))

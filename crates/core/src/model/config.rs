@@ -138,7 +138,7 @@ impl RawConfig {
         let hidden_size = required(self.hidden_size, "hidden_size")?;
         let num_attention_heads = required(self.num_attention_heads, "num_attention_heads")?;
         let num_key_value_heads = self.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(Error::config(
                 "num_key_value_heads",
                 format!(
@@ -148,7 +148,7 @@ impl RawConfig {
             ));
         }
         let head_dim = self.head_dim.unwrap_or(hidden_size / num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::config(
                 "head_dim",
                 format!("head_dim {head_dim} must be even and positive ({source})"),

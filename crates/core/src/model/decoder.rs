@@ -17,7 +17,7 @@ use crate::model::config::{Config, Llama3RopeScaling};
 /// Queries are processed in blocks of this many positions, each attending only to the keys up to
 /// its last position: causal attention then costs about half the full `s × s` product and never
 /// materialises an `s × s` score matrix per head.
-const ATTENTION_BLOCK: usize = 256;
+const ATTENTION_BLOCK: usize = 128;
 
 /// A dense layer `y = x Wᵀ + b` with HF's `[out, in]` weight.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ impl Attention {
     }
 
     /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
-    fn attend(&self, x: &Tensor, rope: &Rope, mask: &CausalMask) -> Result<Tensor> {
+    fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (nq, nkv, dh) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
         let group = nq / nkv;
@@ -124,13 +124,15 @@ impl Attention {
             let v_blk = v.narrow(2, 0, end)?;
             let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, end]
             let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, end))?;
-            let scores = match &mask.blocks[start / ATTENTION_BLOCK] {
-                Some(m) => scores.broadcast_add(m)?,
-                None => scores,
+            // The fused CPU op masks implicitly and softmaxes in place (kernels/causal_softmax.rs);
+            // other devices use its composed definition.
+            let probs = if scores.device().is_cpu() {
+                layerfold_kernels::causal_softmax_(&scores, start, sliding_window)?;
+                scores
+            } else {
+                layerfold_kernels::causal_softmax_slow(&scores, start, sliding_window)?
             };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?
-                .to_dtype(v.dtype())?
-                .reshape((b, nkv, group * len, end))?;
+            let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, end))?;
             blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
         }
         let out = Tensor::cat(&blocks, 2)?; // [b, n_q, s, d_h]
@@ -153,7 +155,7 @@ impl Mlp {
 
     /// The input of `down_proj`: `silu(W_gate u) ⊙ W_up u`.
     fn activation(&self, u: &Tensor) -> Result<Tensor> {
-        Ok((self.gate_proj.forward(u)?.silu()? * self.up_proj.forward(u)?)?)
+        Ok(layerfold_kernels::swiglu(&self.gate_proj.forward(u)?, &self.up_proj.forward(u)?)?)
     }
 }
 
@@ -175,7 +177,11 @@ impl DecoderLayer {
         ctx: &ForwardContext,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
-        let o = self.self_attn.attend(&self.input_layernorm.forward(x)?, &ctx.rope, &ctx.mask)?;
+        let o = self.self_attn.attend(
+            &self.input_layernorm.forward(x)?,
+            &ctx.rope,
+            ctx.sliding_window,
+        )?;
         obs.o_proj_input(index, &o, &ctx.tokens)?;
         let y = (x + self.self_attn.o_proj.forward(&o)?)?;
         let a = self.mlp.activation(&self.post_attention_layernorm.forward(&y)?)?;
@@ -279,43 +285,6 @@ fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
     }
 }
 
-/// Causal (and, for Mistral, sliding-window) masking, one additive f32 block per query block of
-/// [`ATTENTION_BLOCK`] positions, built once per pass. Sequences are right-padded, so a real query
-/// never sees a padded key; padded positions compute garbage that [`TokenMask`] hides.
-#[derive(Debug, Clone)]
-pub struct CausalMask {
-    /// `[len, end]` for queries `start..start+len = end` against keys `0..end`; `None` when nothing
-    /// in the block is masked.
-    blocks: Vec<Option<Tensor>>,
-}
-
-impl CausalMask {
-    pub fn new(seq_len: usize, sliding_window: Option<usize>, device: &Device) -> Result<Self> {
-        let window = sliding_window.unwrap_or(usize::MAX);
-        let mut blocks = Vec::new();
-        for start in (0..seq_len).step_by(ATTENTION_BLOCK) {
-            let len = ATTENTION_BLOCK.min(seq_len - start);
-            let end = start + len;
-            // The last query (end - 1) sees key 0 only if end - 1 < window.
-            if len == 1 && end <= window {
-                blocks.push(None);
-                continue;
-            }
-            let mut m = vec![0f32; len * end];
-            for r in 0..len {
-                let i = start + r;
-                for (j, v) in m[r * end..(r + 1) * end].iter_mut().enumerate() {
-                    if j > i || i - j >= window {
-                        *v = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            blocks.push(Some(Tensor::from_vec(m, (len, end), device)?));
-        }
-        Ok(Self { blocks })
-    }
-}
-
 /// Which positions of a right-padded batch are real tokens.
 #[derive(Debug, Clone)]
 pub struct TokenMask {
@@ -362,7 +331,8 @@ impl TokenMask {
 #[derive(Debug, Clone)]
 pub struct ForwardContext {
     pub rope: Rope,
-    pub mask: CausalMask,
+    /// Keys further back than this are invisible (Mistral).
+    pub sliding_window: Option<usize>,
     pub tokens: TokenMask,
 }
 
@@ -469,7 +439,7 @@ impl CausalLm {
         let s = batch.seq_len();
         Ok(ForwardContext {
             rope: Rope::new(cfg, s, self.dtype(), self.device())?,
-            mask: CausalMask::new(s, cfg.sliding_window, self.device())?,
+            sliding_window: cfg.sliding_window,
             tokens: TokenMask::new(batch.lengths.clone(), s, self.device())?,
         })
     }

@@ -111,6 +111,31 @@ impl Default for LoadOptions {
     }
 }
 
+/// What `layerfold info` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub architecture: &'static str,
+    pub format: &'static str,
+    pub path: PathBuf,
+    pub dtype: &'static str,
+    pub device: String,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub parameters: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// GGUF tensor types and counts, most frequent first.
+    pub quantization: Vec<(String, usize)>,
+}
+
 /// Files of the input that a save copies verbatim (HF folders only).
 #[derive(Debug, Clone, Default)]
 pub struct Passthrough {
@@ -242,6 +267,35 @@ impl Model {
             n += layer.named_tensors().into_iter().map(|(_, t)| count(t)).sum::<usize>();
         }
         n
+    }
+
+    /// A summary of the model as it is now.
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.config;
+        ModelInfo {
+            architecture: c.architecture.model_type(),
+            format: self.format.as_str(),
+            path: self.path.clone(),
+            dtype: dtype_name(self.lm.dtype()),
+            device: match self.lm.device().location() {
+                candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+                _ => "cpu".into(),
+            },
+            num_layers: self.num_layers(),
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_attention_heads: c.num_attention_heads,
+            num_key_value_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            vocab_size: c.vocab_size,
+            max_position_embeddings: c.max_position_embeddings,
+            rope_theta: c.rope_theta,
+            tie_word_embeddings: c.tie_word_embeddings,
+            parameters: self.num_parameters(),
+            bos_token_id: self.tokenizer.bos_token_id,
+            eos_token_id: self.tokenizer.eos_token_id,
+            quantization: self.quantization.clone(),
+        }
     }
 
     /// The longest sequence the model accepts.

@@ -1,0 +1,152 @@
+//! A vectorisable `exp` for f32 rows, and the row reductions built on it.
+//!
+//! glibc's `expf` is scalar, and exponentials dominate softmax and log-sum-exp on the CPU (perf on
+//! SmolLM2, 2048-token windows: `__expf_fma` 10 % of a perplexity pass). This is Cephes' `expf`
+//! (range reduction by ln 2 in two parts, degree-6 polynomial), written with plain arithmetic on
+//! 16 independent lanes so LLVM emits AVX2/AVX-512 code inside the `target_feature` wrappers of
+//! [`dispatch!`]. Relative error ≤ 2e-7 on [-87, 88] (tested against f64).
+
+pub const LANES: usize = 16;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+// ln 2 split so that n·LN2_HI is exact for |n| < 2^9 (Cephes `C1`, `C2`).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+// Adding then subtracting 1.5·2^23 rounds to the nearest integer without a libm call.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+const MIN_ARG: f32 = -87.336_55;
+const MAX_ARG: f32 = 88.722_83;
+
+/// `e^x` for finite `x`; results below `2^-126` are flushed to that value's neighbourhood
+/// (callers subtract the row maximum first, so such terms are negligible).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(MIN_ARG, MAX_ARG);
+    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let z = r * r;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5) // Cephes 5.0000001201e-1, which rounds to 0.5 in f32
+        * z
+        + r
+        + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// The maximum of a non-empty slice.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = acc[k].max(c[k]);
+        }
+    }
+    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for &v in rest {
+        m = m.max(v);
+    }
+    m
+}
+
+/// Replaces each `x` by `e^(x − shift)` and returns the sum of the results.
+#[inline(always)]
+pub fn exp_shift_in_place(xs: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for k in 0..LANES {
+            let e = exp(c[k] - shift);
+            c[k] = e;
+            acc[k] += e;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for v in chunks.into_remainder() {
+        let e = exp(*v - shift);
+        *v = e;
+        s += e;
+    }
+    s
+}
+
+/// `Σ e^(x − shift)` without writing.
+#[inline(always)]
+pub fn sum_exp_shift(xs: &[f32], shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += exp(c[k] - shift);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &v in rest {
+        s += exp(v - shift);
+    }
+    s
+}
+
+/// Defines `$name(args)` that runs `$body` compiled for AVX-512F, else AVX2+FMA, else baseline
+/// x86-64, choosing at run time. `$body` must call only `#[inline(always)]` functions so that it
+/// is compiled with the wrapper's target features.
+macro_rules! dispatch {
+    (fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) { generic($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { generic($($arg),*) }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let got = exp(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "max relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn reductions_cover_remainders() {
+        let xs: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        assert_eq!(max(&xs), xs.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let s: f64 = xs.iter().map(|&v| ((v - 0.5) as f64).exp()).sum();
+        assert!((sum_exp_shift(&xs, 0.5) as f64 - s).abs() < 1e-5 * s);
+    }
+}

@@ -1,0 +1,226 @@
+//! `BindingModel`: a loaded model held by JS. Weights never cross into JS; the handle reports
+//! their size to V8 so the garbage collector knows what it holds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::Env;
+use napi_derive::napi;
+
+use layerfold_core::calib::text::TextSource;
+use layerfold_core::eval::perplexity::{self, PerplexityOptions};
+use layerfold_core::model::save::{self, SaveOptions};
+use layerfold_core::model::{parse_dtype, DeviceChoice};
+use layerfold_core::{LoadOptions, Model};
+
+use crate::error::{sync_error, Code, Failure};
+use crate::task::{run_context, CoreTask, ProgressCallback};
+use crate::types::*;
+
+#[napi(custom_finalize)]
+pub struct BindingModel {
+    model: Option<Arc<Model>>,
+    /// Bytes reported to V8 with `adjust_external_memory`, given back on dispose or finalize.
+    external_bytes: i64,
+}
+
+fn weight_bytes(model: &Model) -> i64 {
+    (model.num_parameters() * model.lm.dtype().size_in_bytes()) as i64
+}
+
+impl BindingModel {
+    pub(crate) fn wrap(env: &Env, model: Model) -> napi::Result<Self> {
+        let external_bytes = weight_bytes(&model);
+        env.adjust_external_memory(external_bytes)?;
+        Ok(Self { model: Some(Arc::new(model)), external_bytes })
+    }
+
+    fn get(&self) -> std::result::Result<Arc<Model>, napi::Error<Code>> {
+        self.model.clone().ok_or_else(|| {
+            sync_error(Failure { code: "E_DISPOSED", message: "the model was disposed".into() })
+        })
+    }
+}
+
+impl ObjectFinalize for BindingModel {
+    fn finalize(self, env: Env) -> napi::Result<()> {
+        if self.external_bytes != 0 {
+            env.adjust_external_memory(-self.external_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads a Hugging Face folder or a GGUF file.
+#[napi(ts_return_type = "Promise<BindingModel>")]
+pub fn load_model(
+    path: String,
+    options: Option<BindingLoadOptions>,
+    #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+        ProgressCallback,
+    >,
+    cancel: Option<&BindingCancelToken>,
+) -> AsyncTask<CoreTask<Model, BindingModel>> {
+    let ctx = run_context(on_progress, cancel);
+    CoreTask::new(
+        move || {
+            let o = options.unwrap_or(BindingLoadOptions { dtype: None, device: None });
+            let mut opts = LoadOptions::default();
+            if let Some(d) = o.dtype.as_deref() {
+                opts.dtype = parse_dtype(d)?;
+            }
+            if let Some(d) = o.device.as_deref() {
+                opts.device = DeviceChoice::parse(d)?;
+            }
+            Ok(Model::load(&PathBuf::from(path), &opts, &ctx)?)
+        },
+        BindingModel::wrap,
+    )
+}
+
+#[napi]
+impl BindingModel {
+    /// Architecture, sizes, dtype and device of the model as it is now.
+    #[napi]
+    pub fn info(&self) -> std::result::Result<BindingModelInfo, napi::Error<Code>> {
+        let i = self.get()?.info();
+        Ok(BindingModelInfo {
+            architecture: i.architecture.into(),
+            format: i.format.into(),
+            path: i.path.display().to_string(),
+            dtype: i.dtype.into(),
+            device: i.device,
+            num_layers: i.num_layers as u32,
+            hidden_size: i.hidden_size as u32,
+            intermediate_size: i.intermediate_size as u32,
+            num_attention_heads: i.num_attention_heads as u32,
+            num_key_value_heads: i.num_key_value_heads as u32,
+            head_dim: i.head_dim as u32,
+            vocab_size: i.vocab_size as u32,
+            max_position_embeddings: i.max_position_embeddings as u32,
+            rope_theta: i.rope_theta,
+            tie_word_embeddings: i.tie_word_embeddings,
+            parameters: i.parameters as f64,
+            bos_token_id: i.bos_token_id,
+            eos_token_id: i.eos_token_id,
+            quantization: i
+                .quantization
+                .into_iter()
+                .map(|(t, n)| BindingTensorTypeCount { r#type: t, count: n as u32 })
+                .collect(),
+        })
+    }
+
+    /// Perplexity (METHODS.md §4.1) of the text or file.
+    #[napi(ts_return_type = "Promise<BindingPerplexityResult>")]
+    pub fn perplexity(
+        &self,
+        source: BindingTextSource,
+        options: Option<BindingPerplexityOptions>,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<
+        AsyncTask<CoreTask<perplexity::PerplexityResult, BindingPerplexityResult>>,
+        napi::Error<Code>,
+    > {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        let source = match (source.text, source.file) {
+            (Some(t), None) => TextSource::Text(t),
+            (None, Some(f)) => TextSource::File(PathBuf::from(f)),
+            _ => {
+                return Err(sync_error(Failure {
+                    code: "E_CONFIG",
+                    message: "invalid option `source`: give exactly one of `text` or `file`".into(),
+                }))
+            }
+        };
+        let o = options.unwrap_or(BindingPerplexityOptions {
+            seq_len: None,
+            max_windows: None,
+            batch_size: None,
+        });
+        let opts = PerplexityOptions {
+            seq_len: o.seq_len.map(|v| v as usize),
+            max_windows: o.max_windows.map(|v| v as usize),
+            batch_size: o.batch_size.map(|v| v as usize),
+        };
+        Ok(CoreTask::new(
+            move || Ok(perplexity::perplexity(&model, &source, &opts, &ctx)?),
+            |_, r| {
+                Ok(BindingPerplexityResult {
+                    ppl: r.ppl,
+                    nll: r.nll,
+                    tokens: r.tokens as f64,
+                    windows: r.windows as u32,
+                    seq_len: r.seq_len as u32,
+                    corpus_tokens: r.corpus_tokens as f64,
+                    seconds: r.seconds,
+                    warnings: r.warnings,
+                })
+            },
+        ))
+    }
+
+    /// Writes the model as a Hugging Face folder, atomically.
+    #[napi(ts_return_type = "Promise<BindingSaveResult>")]
+    pub fn save(
+        &self,
+        dir: String,
+        options: Option<BindingSaveOptions>,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<
+        AsyncTask<CoreTask<save::SaveSummary, BindingSaveResult>>,
+        napi::Error<Code>,
+    > {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        let o = options.unwrap_or(BindingSaveOptions {
+            dtype: None,
+            max_shard_bytes: None,
+            force: None,
+        });
+        Ok(CoreTask::new(
+            move || {
+                let mut opts =
+                    SaveOptions { force: o.force.unwrap_or(false), ..SaveOptions::default() };
+                if let Some(d) = o.dtype.as_deref() {
+                    opts.dtype = Some(parse_dtype(d)?);
+                }
+                if let Some(b) = o.max_shard_bytes {
+                    opts.max_shard_bytes = b as u64;
+                }
+                Ok(save::save(&model, &PathBuf::from(dir), &opts, &ctx)?)
+            },
+            |_, s| {
+                Ok(BindingSaveResult {
+                    path: s.path.display().to_string(),
+                    files: s.files,
+                    bytes: s.bytes as f64,
+                })
+            },
+        ))
+    }
+
+    /// Frees the weights now (a running task keeps its own reference until it ends).
+    #[napi]
+    pub fn dispose(&mut self, env: Env) -> napi::Result<()> {
+        self.model = None;
+        if self.external_bytes != 0 {
+            env.adjust_external_memory(-self.external_bytes)?;
+            self.external_bytes = 0;
+        }
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.model.is_none()
+    }
+}

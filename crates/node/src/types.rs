@@ -1,0 +1,131 @@
+//! Every object that crosses the boundary. Options are plain data validated by the TypeScript
+//! config layer first; defaults live in core and are documented here (STYLE.md, oxc `types.rs`).
+
+use napi_derive::napi;
+
+use layerfold_core::CancelToken;
+
+/// Progress of a long call: `done` of `total` units of `stage`.
+#[napi(object)]
+pub struct BindingProgress {
+    /// `load`, `tokenize`, `calibrate`, `score`, `merge`, `distill`, `eval` or `save`.
+    pub stage: String,
+    pub done: f64,
+    pub total: f64,
+}
+
+/// A flag the facade sets when the caller's `AbortSignal` fires; core checks it at least once per
+/// layer and per batch. (napi's own `AbortSignal` support only cancels work not yet started, and
+/// overwrites `signal.onabort`.)
+#[napi]
+pub struct BindingCancelToken {
+    pub(crate) token: CancelToken,
+}
+
+#[napi]
+impl BindingCancelToken {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)] // napi constructors take no Default
+    pub fn new() -> Self {
+        Self { token: CancelToken::new() }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    #[napi(getter)]
+    pub fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+#[napi(object)]
+pub struct BindingLoadOptions {
+    /// `f32` (default), `f16` or `bf16`.
+    pub dtype: Option<String>,
+    /// `cpu` (default), `cuda` or `cuda:N`.
+    pub device: Option<String>,
+}
+
+/// A count of tensors of one ggml type in a GGUF file.
+#[napi(object)]
+pub struct BindingTensorTypeCount {
+    pub r#type: String,
+    pub count: u32,
+}
+
+#[napi(object)]
+pub struct BindingModelInfo {
+    /// `llama`, `mistral`, `qwen2` or `qwen3`.
+    pub architecture: String,
+    /// `safetensors` (a Hugging Face folder) or `gguf`.
+    pub format: String,
+    pub path: String,
+    pub dtype: String,
+    pub device: String,
+    pub num_layers: u32,
+    pub hidden_size: u32,
+    pub intermediate_size: u32,
+    pub num_attention_heads: u32,
+    pub num_key_value_heads: u32,
+    pub head_dim: u32,
+    pub vocab_size: u32,
+    pub max_position_embeddings: u32,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub parameters: f64,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// GGUF tensor types, most frequent first; empty for safetensors.
+    pub quantization: Vec<BindingTensorTypeCount>,
+}
+
+/// The text to evaluate: exactly one of `text` or `file` (a `.txt` or `.jsonl` path).
+#[napi(object)]
+pub struct BindingTextSource {
+    pub text: Option<String>,
+    pub file: Option<String>,
+}
+
+#[napi(object)]
+pub struct BindingPerplexityOptions {
+    /// Tokens per window. Default `min(2048, max_position_embeddings)`.
+    pub seq_len: Option<u32>,
+    /// Evaluate at most this many windows. Default: all.
+    pub max_windows: Option<u32>,
+    /// Windows per forward pass. Default 1.
+    pub batch_size: Option<u32>,
+}
+
+#[napi(object)]
+pub struct BindingPerplexityResult {
+    pub ppl: f64,
+    /// Mean NLL per predicted token, in nats.
+    pub nll: f64,
+    /// Predicted tokens: `windows · (seqLen − 1)`.
+    pub tokens: f64,
+    pub windows: u32,
+    pub seq_len: u32,
+    pub corpus_tokens: f64,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+#[napi(object)]
+pub struct BindingSaveOptions {
+    /// Dtype of the saved weights: `f32`, `f16` or `bf16`. Default: the model's.
+    pub dtype: Option<String>,
+    /// Bytes of tensor data per shard. Default 5e9.
+    pub max_shard_bytes: Option<f64>,
+    /// Replace a non-empty target folder. Default false.
+    pub force: Option<bool>,
+}
+
+#[napi(object)]
+pub struct BindingSaveResult {
+    pub path: String,
+    pub files: Vec<String>,
+    pub bytes: f64,
+}

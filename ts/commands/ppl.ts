@@ -1,0 +1,41 @@
+/** `layerfold ppl <model>`: perplexity on a text file (METHODS.md §4.1). */
+import fs from 'node:fs';
+import { Command } from 'commander';
+
+import { loadModel } from '../index';
+import { LoadOptionsSchema, PerplexityOptionsSchema, validate } from '../config';
+import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { LayerfoldError } from '../errors';
+import { DEFAULT_PPL_DATA, sharedFile } from '../paths';
+import { printJson } from '../terminal';
+import { runCommand } from './run';
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('ppl')
+    .description('Perplexity on non-overlapping windows of a text file (documents joined by a blank line, one BOS).')
+    .argument('<model>', 'model folder or .gguf file')
+    .option('--data <file>', `text (.txt, one document per line) or .jsonl file; default ../shared/${DEFAULT_PPL_DATA}`)
+    .option('--json', 'print one JSON object');
+  addSchemaOptions(cmd, PerplexityOptionsSchema);
+  addSchemaOptions(cmd, LoadOptionsSchema);
+  cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
+    const json = Boolean(opts.json);
+    await runCommand(json, async ({ signal, onProgress }) => {
+      // Validate everything before loading anything.
+      const ppl = validate(PerplexityOptionsSchema, pickSchemaOptions(PerplexityOptionsSchema, opts));
+      const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
+      const data = (opts.data as string | undefined) ?? sharedFile(DEFAULT_PPL_DATA);
+      if (!fs.existsSync(data)) {
+        throw new LayerfoldError('E_NOT_FOUND', `text file \`${data}\` does not exist: pass --data <file>`);
+      }
+      await using model = await loadModel(modelPath, { ...load, signal, onProgress });
+      const r = await model.perplexity({ file: data }, { ...ppl, signal, onProgress });
+      if (json) return printJson({ ...r, model: modelPath, data });
+      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stdout.write(
+        `perplexity ${r.ppl.toFixed(4)}  (seqLen ${r.seqLen}, ${r.windows} windows, ${r.tokens} predicted tokens, ${r.seconds.toFixed(1)} s)\n`,
+      );
+    });
+  });
+}

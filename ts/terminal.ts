@@ -1,0 +1,40 @@
+/**
+ * What the CLI prints: results on stdout, progress on stderr (a bar only on a terminal), and
+ * `--json` documents with no decoration (node-llama-cpp's plain JSON mode).
+ */
+import cliProgress from 'cli-progress';
+
+import type { Progress } from './progress';
+
+/** A progress callback drawing one bar per stage on stderr; a no-op when stderr is not a TTY or `quiet`. */
+export function progressBar(quiet: boolean): { onProgress?: (p: Progress) => void; stop: () => void } {
+  if (quiet || !process.stderr.isTTY) return { stop: () => {} };
+  let bar: cliProgress.SingleBar | undefined;
+  let stage = '';
+  const stop = () => {
+    bar?.stop();
+    bar = undefined;
+  };
+  return {
+    onProgress: (p) => {
+      if (p.stage !== stage || !bar) {
+        stop();
+        stage = p.stage;
+        bar = new cliProgress.SingleBar(
+          { stream: process.stderr, format: `${p.stage.padEnd(8)} [{bar}] {value}/{total} {duration_formatted}`, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(p.total, p.done);
+      } else {
+        bar.setTotal(p.total);
+        bar.update(p.done);
+      }
+    },
+    stop,
+  };
+}
+
+/** Prints one JSON document on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 
 import { LayerfoldError } from './errors';
 import { EXIT_OK, EXIT_USAGE, reportFailure } from './commands/run';
+import * as convert from './commands/convert';
 import * as info from './commands/info';
 import * as ppl from './commands/ppl';
 
@@ -21,7 +22,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const command of [info, ppl]) command.register(program);
+  for (const command of [info, ppl, convert]) command.register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

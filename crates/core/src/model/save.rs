@@ -195,6 +195,8 @@ pub fn save(
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let result = write_folder(model, &tmp, opts, ctx).and_then(|summary| {
+        // Last chance to cancel: after this the folder is in place.
+        ctx.check_cancelled()?;
         move_into_place(&tmp, out, opts.force)?;
         Ok(SaveSummary { path: out.to_path_buf(), ..summary })
     });
@@ -317,7 +319,15 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Flushes `path` to disk and makes it world-readable like the other files (the safetensors
+/// writer creates its files owner-only).
 fn sync(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
 }
 

@@ -1,0 +1,186 @@
+//! Saving: the round trip through transformers, shards, dtypes, atomicity, and that the input is
+//! never touched.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use common::*;
+use layerfold_core::model::decoder::{NoObserver, TokenBatch};
+use layerfold_core::model::save::{save, SaveOptions};
+use layerfold_core::{LoadOptions, Model, RunContext, Stage};
+use sha2::Digest;
+
+fn sha256_file(p: &Path) -> String {
+    sha2::Sha256::digest(std::fs::read(p).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn final_logits(model: &Model, ids: &[u32]) -> Tensor {
+    let batch = TokenBatch::new(&[ids], 0, model.lm.device()).unwrap();
+    let h = model.lm.forward(&model.config, &batch, &mut NoObserver, &|| Ok(())).unwrap();
+    model.lm.logits(&h).unwrap().squeeze(0).unwrap()
+}
+
+/// SmolLM2 from GGUF, saved by layerfold, was loaded by transformers (tests/oracle,
+/// `--roundtrip`): the same bytes must come out of today's saver, and layerfold's logits from the
+/// GGUF and from the saved folder must equal transformers' logits from that folder.
+#[test]
+fn smollm2_round_trip_through_transformers() {
+    let fx = oracle_json("smollm2_roundtrip");
+    let gguf = smollm2();
+    let before = sha256_file(&gguf);
+    let model = load(&gguf);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smol");
+    save(&model, &out, &SaveOptions::default(), &RunContext::new()).unwrap();
+    assert_eq!(sha256_file(&gguf), before, "the input was modified");
+    assert_eq!(
+        sha256_file(&out.join("model.safetensors")),
+        fx["weights_sha256"].as_str().unwrap(),
+        "the saved weights differ from the ones transformers was checked on: re-run \
+         make_fixtures.py --roundtrip on a fresh save if the change is intended"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    for key in [
+        "num_hidden_layers",
+        "num_key_value_heads",
+        "tie_word_embeddings",
+        "rope_theta",
+        "model_type",
+    ] {
+        assert_eq!(config[key], fx["config"][key], "config.json `{key}`");
+    }
+    let reloaded = load(&out);
+    let ids = u32s(&fx["input_ids"]);
+    assert_eq!(
+        reloaded.tokenizer.encode_with_bos(&reloaded_text_prefix()).unwrap()[..ids.len()],
+        ids[..],
+        "the saved tokenizer.json tokenizes as transformers did"
+    );
+    for m in [&model, &reloaded] {
+        let logits = final_logits(m, &ids).to_dtype(DType::F64).unwrap();
+        for row in fx["rows"].as_array().unwrap() {
+            let p = row["position"].as_u64().unwrap() as usize;
+            let ours = logits.get(p).unwrap().to_vec1::<f64>().unwrap();
+            let mut got = ours[..64].to_vec();
+            let mut want = f64s(&row["first"]);
+            for (id, v) in row["fixed"].as_object().unwrap() {
+                got.push(ours[id.parse::<usize>().unwrap()]);
+                want.push(v.as_f64().unwrap());
+            }
+            let err = rel_err(&got, &want);
+            assert!(err <= 1e-4, "logits at {p}: relative error {err:e}");
+        }
+    }
+}
+
+/// The start of the WikiText-2 corpus the round-trip fixture tokenized.
+fn reloaded_text_prefix() -> String {
+    let docs =
+        layerfold_core::calib::text::read_documents(&shared("data/text/wikitext2_raw_test.txt"))
+            .unwrap();
+    layerfold_core::calib::text::join_documents(&docs[..20])
+}
+
+#[test]
+fn sharded_save_reloads_identically_and_bf16_is_close() {
+    let src = shared("models/stories260K");
+    let model = load(&src);
+    let ids: Vec<u32> = (1..60).collect();
+    let want = final_logits(&model, &ids).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let sharded = dir.path().join("sharded");
+    let opts = SaveOptions { max_shard_bytes: 200_000, ..SaveOptions::default() };
+    let summary = save(&model, &sharded, &opts, &RunContext::new()).unwrap();
+    let shards = summary.files.iter().filter(|f| f.ends_with(".safetensors")).count();
+    assert!(shards > 1, "expected several shards, got {:?}", summary.files);
+    assert!(summary.files.contains(&"model.safetensors.index.json".to_string()));
+    let again =
+        final_logits(&load(&sharded), &ids).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(again, want, "a sharded f32 save must reload bit-identically");
+
+    let half = dir.path().join("bf16");
+    save(
+        &model,
+        &half,
+        &SaveOptions { dtype: Some(DType::BF16), ..SaveOptions::default() },
+        &RunContext::new(),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(half.join("config.json")).unwrap();
+    assert!(cfg.contains("\"torch_dtype\": \"bfloat16\""), "{cfg}");
+    let reloaded = Model::load(
+        &half,
+        &LoadOptions { dtype: DType::BF16, ..LoadOptions::default() },
+        &RunContext::new(),
+    )
+    .unwrap();
+    assert_eq!(reloaded.lm.dtype(), DType::BF16);
+    let got = final_logits(&reloaded, &ids)
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+    assert!(err < 0.1, "bf16 logits drift by {err} of the largest logit");
+}
+
+#[test]
+fn output_is_atomic_and_never_the_input() {
+    let src = shared("models/stories260K");
+    let model = load(&src);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let err = save(&model, &out, &SaveOptions::default(), &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_OUTPUT_EXISTS");
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+
+    let err = save(
+        &model,
+        &src,
+        &SaveOptions { force: true, ..SaveOptions::default() },
+        &RunContext::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "E_CONFIG", "saving over the input must be refused even with force");
+
+    // Cancelled while writing: nothing appears, no temporary folder is left.
+    let cancel = layerfold_core::CancelToken::new();
+    let c = cancel.clone();
+    let ctx = RunContext::new().with_cancel(cancel).with_progress(move |p| {
+        if p.stage == Stage::Save {
+            c.cancel();
+        }
+    });
+    let target = dir.path().join("cancelled");
+    let err = save(&model, &target, &SaveOptions::default(), &ctx).unwrap_err();
+    assert_eq!(err.code(), "E_ABORTED");
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("out")], "only the pre-existing folder remains");
+
+    save(&model, &out, &SaveOptions { force: true, ..SaveOptions::default() }, &RunContext::new())
+        .unwrap();
+    assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+}
+
+#[test]
+fn same_model_saves_byte_identical_folders() {
+    let model = load(&oracle("models/qwen3-tiny"));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    save(&model, &a, &SaveOptions::default(), &RunContext::new()).unwrap();
+    save(&model, &b, &SaveOptions::default(), &RunContext::new()).unwrap();
+    for f in std::fs::read_dir(&a).unwrap() {
+        let name = f.unwrap().file_name();
+        assert_eq!(sha256_file(&a.join(&name)), sha256_file(&b.join(&name)), "{name:?}");
+    }
+}

@@ -1,0 +1,33 @@
+/** Paths the specs read; a missing one fails naming the file (shared/README.md). */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = path.resolve(__dirname, '..');
+
+export const repoRoot = root;
+export const cli = path.join(root, 'dist', 'cli.js');
+
+function must(p: string, how: string): string {
+  if (!fs.existsSync(p)) throw new Error(`missing test fixture ${p}: ${how}`);
+  return p;
+}
+
+export function shared(rel: string): string {
+  const base = process.env.LAYERFOLD_SHARED ?? path.resolve(root, '..', 'shared');
+  return must(path.join(base, rel), 'the specs read ../shared beside the checkout');
+}
+
+export function smollm2(): string {
+  const cache = process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
+  return must(path.join(cache, 'SmolLM2-135M-Instruct.Q4_1.gguf'), 'run `npm run fetch-model` first');
+}
+
+export function oracle(name: string): any {
+  const p = must(path.join(root, 'crates/core/tests/oracle', `${name}.json`), 'run crates/core/tests/oracle/make_fixtures.py');
+  return JSON.parse(fs.readFileSync(p, 'utf8'));
+}
+
+export function tmpDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'layerfold-spec-'));
+}

@@ -1,0 +1,35 @@
+/** `layerfold convert <model> --out <dir>`: write any supported model as a Hugging Face folder. */
+import { Command } from 'commander';
+
+import { loadModel } from '../index';
+import { LoadOptionsSchema, SaveOptionsSchema, validate } from '../config';
+import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { printJson } from '../terminal';
+import { runCommand } from './run';
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('convert')
+    .description(
+      'Write a model (Hugging Face folder or .gguf) as a Hugging Face folder: config.json, safetensors, tokenizer files. ' +
+        'GGUF weights are dequantized.',
+    )
+    .argument('<model>', 'model folder or .gguf file')
+    .requiredOption('--out <dir>', 'output folder; written atomically, never over the input')
+    .option('--json', 'print one JSON object');
+  addSchemaOptions(cmd, SaveOptionsSchema);
+  addSchemaOptions(cmd, LoadOptionsSchema, ['dtype']);
+  cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
+    const json = Boolean(opts.json);
+    await runCommand(json, async ({ signal, onProgress }) => {
+      const save = validate(SaveOptionsSchema, pickSchemaOptions(SaveOptionsSchema, opts));
+      const load = validate(LoadOptionsSchema, { device: opts.device, dtype: save.dtype });
+      const started = performance.now();
+      await using model = await loadModel(modelPath, { ...load, signal, onProgress });
+      const r = await model.save(opts.out as string, { ...save, signal, onProgress });
+      const seconds = (performance.now() - started) / 1000;
+      if (json) return printJson({ ...r, model: modelPath, layers: model.info().numLayers, seconds });
+      process.stdout.write(`wrote ${r.path} (${r.files.join(', ')}; ${(r.bytes / 1e6).toFixed(1)} MB of weights)\n`);
+    });
+  });
+}

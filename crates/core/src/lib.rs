@@ -6,7 +6,9 @@ pub mod calib;
 pub mod context;
 pub mod error;
 pub mod eval;
+pub mod methods;
 pub mod model;
+pub mod score;
 
 pub use context::{CancelToken, Progress, RunContext, Stage};
 pub use error::{Error, Result};

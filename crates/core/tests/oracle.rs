@@ -182,3 +182,66 @@ fn padded_batch_equals_single_sequences() {
         assert!(err < 1e-5, "row {row}: padded batch differs by {err}");
     }
 }
+
+/// BI and angular distance (METHODS.md §2.1, §2.2) on a chunked calibration set, against the
+/// oracle's values from transformers' hidden states: within 1e-4 (absolute for means in [0, 1],
+/// relative for CoMe's sums).
+fn check_layer_scores(model: &Model, fx: &serde_json::Value) {
+    use layerfold_core::calib::{
+        CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet,
+    };
+    use layerfold_core::model::decoder::Observers;
+    use layerfold_core::score::angular::LastTokenStates;
+    use layerfold_core::score::bi::{BlockInfluence, LastState};
+
+    let fx = &fx["scores"];
+    let cfg = CalibrationConfig {
+        file: Some(shared("data/text/wikitext2_valid_tokenized.txt")),
+        kind: Some(CalibrationKind::Chunked),
+        seq_len: Some(fx["calibration"]["seq_len"].as_u64().unwrap() as usize),
+        n_samples: Some(fx["calibration"]["n_samples"].as_u64().unwrap() as usize),
+        ..Default::default()
+    };
+    let calib = CalibrationSet::build(
+        &model.tokenizer,
+        model.max_seq_len(),
+        &cfg,
+        CalibrationDefaults::GENERIC,
+    )
+    .unwrap();
+    assert_eq!(calib.summary.tokens as u64, fx["calibration"]["tokens"].as_u64().unwrap());
+    let n = model.num_layers();
+    let mut bi = BlockInfluence::new(n, LastState::PostNorm);
+    let mut last = LastTokenStates::new(n);
+    for batch in calib.batches(2, model.lm.device()).unwrap() {
+        let mut both = Observers(vec![&mut bi, &mut last]);
+        model.lm.forward(&model.config, &batch, &mut both, &|| Ok(())).unwrap();
+    }
+    let close = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= 1e-4, "{what}: {got} vs {want}")
+    };
+    let rel = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{what}: {got} vs {want}")
+    };
+    for (i, (g, w)) in bi.mean().iter().zip(f64s(&fx["bi_mean"])).enumerate() {
+        close(*g, w, &format!("BI_{i}"));
+    }
+    for (i, (g, w)) in bi.come_sum().iter().zip(f64s(&fx["bi_come_sum"])).enumerate() {
+        rel(*g, w, &format!("CoMe BI_{i}"));
+    }
+    for (k, values) in fx["angular"].as_object().unwrap() {
+        let k: usize = k.parse().unwrap();
+        for (l, w) in f64s(&values["mean"]).into_iter().enumerate() {
+            close(last.distance(l, k), w, &format!("D({l}, {k})"));
+        }
+        for (l, w) in f64s(&values["come_sum"]).into_iter().enumerate() {
+            rel(last.come_distance(l, k), w, &format!("CoMe D({l}, {k})"));
+        }
+    }
+}
+
+#[test]
+fn layer_scores_match_transformers() {
+    check_layer_scores(&load(&shared("models/stories260K")), &oracle_json("stories260K"));
+    check_layer_scores(&load(&smollm2()), &oracle_json("smollm2"));
+}

@@ -1,3 +1,4 @@
 //! Evaluation (METHODS.md §4).
 
+pub mod nll;
 pub mod perplexity;

@@ -4,16 +4,12 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
-
 use crate::calib::text::{join_documents, TextSource};
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
+use crate::eval::nll::nll_sum;
 use crate::model::decoder::{NoObserver, TokenBatch};
 use crate::model::Model;
-
-/// Positions whose logits are materialised at once: `[batch · CHUNK, vocab]` f32.
-const LOGIT_CHUNK: usize = 256;
 
 /// Options of a perplexity run. Defaults: `seq_len = min(2048, max_position_embeddings)`, every
 /// window, batches of 1.
@@ -92,19 +88,19 @@ pub fn perplexity(
         windows.truncate(max);
     }
     let total = windows.len() as u64;
-    let (mut nll_sum, mut count) = (0f64, 0usize);
+    let (mut nll_total, mut count) = (0f64, 0usize);
     let check = || ctx.check_cancelled();
     ctx.report(Stage::Eval, 0, total);
     for (k, batch) in windows.chunks(batch_size).enumerate() {
         ctx.check_cancelled()?;
         let tokens = TokenBatch::new(batch, 0, model.lm.device())?;
         let h = model.lm.forward(&model.config, &tokens, &mut NoObserver, &check)?;
-        let (sum, n) = window_nll(model, &h, batch)?;
-        nll_sum += sum;
+        let (sum, n) = nll_sum(&model.lm, &h, &tokens)?;
+        nll_total += sum;
         count += n;
         ctx.report(Stage::Eval, ((k + 1) * batch_size).min(windows.len()) as u64, total);
     }
-    let nll = nll_sum / count as f64;
+    let nll = nll_total / count as f64;
     Ok(PerplexityResult {
         ppl: nll.exp(),
         nll,
@@ -115,27 +111,4 @@ pub fn perplexity(
         seconds: start.elapsed().as_secs_f64(),
         warnings,
     })
-}
-
-/// Summed NLL (f64) and count of the next-token predictions of equal-length windows, from their
-/// final states `h` (`[b, s, d]`).
-fn window_nll(model: &Model, h: &Tensor, windows: &[&[u32]]) -> Result<(f64, usize)> {
-    let (b, s, _) = h.dims3()?;
-    let predicted = s - 1;
-    let mut sum = 0f64;
-    for start in (0..predicted).step_by(LOGIT_CHUNK) {
-        let len = LOGIT_CHUNK.min(predicted - start);
-        let logits = model.lm.logits(&h.narrow(1, start, len)?)?.reshape((b * len, ()))?;
-        let targets: Vec<u32> =
-            windows.iter().flat_map(|w| w[start + 1..start + 1 + len].iter().copied()).collect();
-        let targets = Tensor::from_vec(targets, b * len, logits.device())?;
-        let nll = if logits.device().is_cpu() {
-            layerfold_kernels::token_nll(&logits, &targets)?
-        } else {
-            layerfold_kernels::token_nll_slow(&logits, &targets)?
-        };
-        let nll = nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        sum += nll;
-    }
-    Ok((sum, b * predicted))
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decoder;
 pub mod gguf;
+pub mod origin;
 pub mod safetensors;
 pub mod save;
 pub mod tokenizer;
@@ -16,7 +17,8 @@ use candle_core::{DType, Device};
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use config::{Config, RawConfig};
-use decoder::CausalLm;
+use decoder::{CausalLm, DecoderLayer};
+use origin::Origin;
 use tokenizer::TextTokenizer;
 
 /// Where a model came from.
@@ -160,6 +162,10 @@ pub struct Model {
     pub passthrough: Passthrough,
     /// For GGUF: ggml tensor types and their counts.
     pub quantization: Vec<(String, usize)>,
+    /// Where each current layer came from, in terms of the layers as loaded.
+    pub origins: Vec<Origin>,
+    /// What pruning did to this model (written as `layerfold.json` on save).
+    pub provenance: Option<serde_json::Value>,
 }
 
 impl Model {
@@ -214,6 +220,7 @@ impl Model {
             config.eos_token_ids.first().copied(),
         )?;
         let lm = weights::build(&config, &weights, dtype, device, ctx)?;
+        let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
         let existing = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
         Ok(Self {
             config,
@@ -229,6 +236,8 @@ impl Model {
                 generation_config: existing("generation_config.json"),
             },
             quantization: vec![],
+            origins,
+            provenance: None,
         })
     }
 
@@ -240,6 +249,7 @@ impl Model {
         let config = raw.resolve(&path.display().to_string())?;
         let tokenizer = file.tokenizer()?;
         let lm = weights::build(&config, &file, dtype, device, ctx)?;
+        let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
         Ok(Self {
             config,
             hf_config,
@@ -250,7 +260,29 @@ impl Model {
             tokenizer_config: Some(file.tokenizer_config()),
             passthrough: Passthrough::default(),
             quantization: file.quantization_summary(),
+            origins,
+            provenance: None,
         })
+    }
+
+    /// Removes the layers at `indices` (positions in the current list).
+    pub fn remove_layers(&mut self, indices: &[usize]) {
+        let mut sorted = indices.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for &i in sorted.iter().rev() {
+            self.lm.layers.remove(i);
+            self.origins.remove(i);
+        }
+        self.config.num_hidden_layers = self.lm.layers.len();
+    }
+
+    /// Replaces the layers `lo..=hi` by `layer`, recording the merge.
+    pub fn replace_layers(&mut self, lo: usize, hi: usize, layer: DecoderLayer) {
+        let parts: Vec<Origin> = self.origins.drain(lo..=hi).collect();
+        self.origins.insert(lo, Origin::merge(parts));
+        self.lm.layers.splice(lo..=hi, [layer]);
+        self.config.num_hidden_layers = self.lm.layers.len();
     }
 
     /// The current number of decoder layers.

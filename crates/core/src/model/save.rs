@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::model::safetensors::{INDEX_FILE, SINGLE_FILE};
 use crate::model::Model;
 
+/// What pruning did, beside the weights (the method's record and report).
+pub const PROVENANCE_FILE: &str = "layerfold.json";
+
 /// How to save.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveOptions {
@@ -295,6 +298,10 @@ fn write_folder(
     if let Some(tc) = &model.tokenizer_config {
         write_json(&dir.join("tokenizer_config.json"), tc)?;
         files.push("tokenizer_config.json".into());
+    }
+    if let Some(provenance) = &model.provenance {
+        write_json(&dir.join(PROVENANCE_FILE), provenance)?;
+        files.push(PROVENANCE_FILE.into());
     }
     if p.generation_config.is_none() {
         let mut gen = json!({});

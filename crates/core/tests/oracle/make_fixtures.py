@@ -43,6 +43,7 @@ SHARED = Path(os.environ.get("LAYERFOLD_SHARED", REPO.parent / "shared"))
 CACHE = Path(os.environ.get("LAYERFOLD_CACHE", Path.home() / ".cache" / "layerfold"))
 SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WIKITEXT = SHARED / "data" / "text" / "wikitext2_raw_test.txt"
+CALIB = SHARED / "data" / "text" / "wikitext2_valid_tokenized.txt"
 
 TEXTS = [
     "Hello world",
@@ -131,6 +132,45 @@ def describe(model, tok, bos, *, seq_len, windows, positions=None, full_rows=Fal
     }
 
 
+def layer_scores(model, tok, bos, seq_len: int, n: int) -> dict:
+    """METHODS.md 2.1 and 2.2 from HF's hidden states (h_0..h_{L-1}, post-norm) on a chunked
+    calibration set of CALIB (documents joined by a blank line, one BOS, the first n windows)."""
+    ids = ([bos] if bos is not None else []) + tok("\n\n".join(documents(CALIB)), add_special_tokens=False).input_ids
+    windows = [ids[k * seq_len : (k + 1) * seq_len] for k in range(n)]
+    L = model.config.num_hidden_layers
+    bi_sum = torch.zeros(L, dtype=torch.float64)
+    come_sum = torch.zeros(L, dtype=torch.float64)
+    last = [[] for _ in range(L + 1)]
+    tokens = 0
+    for w in windows:
+        with torch.no_grad():
+            hs = [h[0].double() for h in model(torch.tensor([w]), output_hidden_states=True).hidden_states]
+        for i in range(L):
+            cos = torch.nn.functional.cosine_similarity(hs[i], hs[i + 1], dim=-1, eps=0.0)
+            bi_sum[i] += (1 - cos.nan_to_num(0.5)).sum()
+            come_sum[i] += (1 - cos.nan_to_num(0.5).clamp(0, 1)).sum()
+        for i in range(L + 1):
+            last[i].append(hs[i][-1])
+        tokens += len(w)
+
+    def angular(l, k, lo):
+        cs = [torch.nn.functional.cosine_similarity(a, b, dim=0, eps=0.0).clamp(lo, 1) for a, b in zip(last[l], last[l + k])]
+        return [float(torch.arccos(c) / math.pi) for c in cs]
+
+    return {
+        "calibration": {"file": CALIB.name, "kind": "chunked", "seq_len": seq_len, "n_samples": n, "tokens": tokens},
+        "bi_mean": (bi_sum / tokens).tolist(),
+        "bi_come_sum": come_sum.tolist(),
+        "angular": {
+            str(k): {
+                "mean": [sum(angular(l, k, -1)) / n for l in range(L - k + 1)],
+                "come_sum": [sum(angular(l, k, 0)) for l in range(L - k + 1)],
+            }
+            for k in (1, 2, 3)
+        },
+    }
+
+
 def provenance() -> dict:
     return {
         "script": "crates/core/tests/oracle/make_fixtures.py",
@@ -166,7 +206,8 @@ def load(path, **kw):
 def stories() -> None:
     path = need(SHARED / "models" / "stories260K")
     model, tok = load(path), folder_tokenizer(path)
-    write("stories260K", describe(model, tok, model.config.bos_token_id, seq_len=256, windows=8))
+    bos = model.config.bos_token_id
+    write("stories260K", describe(model, tok, bos, seq_len=256, windows=8) | {"scores": layer_scores(model, tok, bos, 128, 4)})
 
 
 def smollm_path() -> Path:
@@ -177,7 +218,8 @@ def smollm() -> None:
     path = smollm_path()
     model = load(path.parent, gguf_file=path.name)
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    write("smollm2", describe(model, tok, model.config.bos_token_id, seq_len=512, windows=2))
+    bos = model.config.bos_token_id
+    write("smollm2", describe(model, tok, bos, seq_len=512, windows=2) | {"scores": layer_scores(model, tok, bos, 256, 2)})
 
 
 def tiny_tokenizer():

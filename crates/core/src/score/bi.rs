@@ -1,0 +1,94 @@
+//! Block Influence (ShortGPT; METHODS.md §2.1): `BI_i = mean over tokens of 1 − cos(h_i, h_{i+1})`,
+//! where the last layer's second state is the post-norm `ĥ` (HF's convention) or, as an option,
+//! `h_L`. A NaN cosine counts as 0.5. CoMe's variant (clamp `cos` to `[0, 1]`, sum instead of
+//! mean) is accumulated in the same pass.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::decoder::{Observer, TokenMask};
+use crate::score::token_cosines;
+
+/// Which state stands after the last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LastState {
+    /// `ĥ = FinalNorm(h_L)`, as in HF's `output_hidden_states` (the references' choice).
+    #[default]
+    PostNorm,
+    /// `h_L`, the last layer's output before the final norm.
+    PreNorm,
+}
+
+/// Accumulates BI for every layer of a model with `n_layers` layers.
+pub struct BlockInfluence {
+    n_layers: usize,
+    last: LastState,
+    prev: Option<Tensor>,
+    /// Σ over tokens of `1 − cos` (NaN → 0.5).
+    sum: Vec<f64>,
+    /// Σ over tokens of `1 − clamp(cos, 0, 1)` (CoMe).
+    come_sum: Vec<f64>,
+    tokens: usize,
+}
+
+impl BlockInfluence {
+    pub fn new(n_layers: usize, last: LastState) -> Self {
+        Self {
+            n_layers,
+            last,
+            prev: None,
+            sum: vec![0.0; n_layers],
+            come_sum: vec![0.0; n_layers],
+            tokens: 0,
+        }
+    }
+
+    fn pair(&mut self, layer: usize, next: &Tensor, tokens: &TokenMask) -> Result<()> {
+        let prev = self.prev.as_ref().expect("h_i is observed before h_{i+1}");
+        let cos = token_cosines(prev, next)?;
+        for (row, &len) in cos.iter().zip(&tokens.lengths) {
+            for &c in &row[..len] {
+                let (plain, clamped) =
+                    if c.is_nan() { (0.5, 0.5) } else { (c as f64, c.clamp(0.0, 1.0) as f64) };
+                self.sum[layer] += 1.0 - plain;
+                self.come_sum[layer] += 1.0 - clamped;
+            }
+        }
+        if layer == 0 {
+            self.tokens += tokens.count();
+        }
+        Ok(())
+    }
+
+    /// `BI_i` (means over calibration tokens), one per layer.
+    pub fn mean(&self) -> Vec<f64> {
+        self.sum.iter().map(|s| s / self.tokens.max(1) as f64).collect()
+    }
+
+    /// CoMe's BI: sums of `1 − clamp(cos, 0, 1)`.
+    pub fn come_sum(&self) -> &[f64] {
+        &self.come_sum
+    }
+}
+
+impl Observer for BlockInfluence {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
+        if i > 0 && (i < self.n_layers || self.last == LastState::PreNorm) {
+            self.pair(i - 1, h, tokens)?;
+        }
+        if i < self.n_layers {
+            self.prev = Some(h.clone());
+        }
+        Ok(())
+    }
+
+    fn final_state(&mut self, h: &Tensor, tokens: &TokenMask) -> Result<()> {
+        if self.last == LastState::PostNorm {
+            self.pair(self.n_layers - 1, h, tokens)?;
+        }
+        self.prev = None;
+        Ok(())
+    }
+}

@@ -27,6 +27,19 @@ export declare class BindingModel {
   perplexity(source: BindingTextSource, options?: BindingPerplexityOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingPerplexityResult>
   /** Writes the model as a Hugging Face folder, atomically. */
   save(dir: string, options?: BindingSaveOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingSaveResult>
+  /**
+   * Runs a depth-pruning method. `request` is the JSON of core's `PruneRequest`
+   * (`{method, options, target, calibration}`); resolves to the pruned model, whose
+   * `provenance()` holds the record and report.
+   */
+  prune(request: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingModel>
+  /** What pruning did to this model (the `layerfold.json` document), or null. */
+  provenance(): string | null
+  /**
+   * Layer similarity analysis on calibration text (`calibration`: JSON of core's
+   * `CalibrationConfig`); resolves to the JSON of core's `Analysis`.
+   */
+  analyze(calibration: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<string>
   /** Frees the weights now (a running task keeps its own reference until it ends). */
   dispose(): void
   get disposed(): boolean
@@ -126,6 +139,13 @@ export declare function cudaAvailable(): boolean
 
 /** Loads a Hugging Face folder or a GGUF file. */
 export declare function loadModel(path: string, options?: BindingLoadOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingModel>
+
+/**
+ * Every method's options with their defaults, its calibration defaults and whether it takes a
+ * threshold target, as JSON: `{"methods": {id: {...}}, "analyze": {...}}`. Feeds CLI help and a
+ * spec that checks the documented defaults.
+ */
+export declare function methodDefaults(): string
 
 /** The version of the native addon. */
 export declare function nativeVersion(): string

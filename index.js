@@ -839,4 +839,5 @@ module.exports.BindingCancelToken = nativeBinding.BindingCancelToken
 module.exports.BindingModel = nativeBinding.BindingModel
 module.exports.cudaAvailable = nativeBinding.cudaAvailable
 module.exports.loadModel = nativeBinding.loadModel
+module.exports.methodDefaults = nativeBinding.methodDefaults
 module.exports.nativeVersion = nativeBinding.nativeVersion

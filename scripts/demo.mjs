@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// The quick-start demo: SmolLM2-135M (30 layers, GGUF Q4_1) from the model cache, its summary and
-// its WikiText-2 perplexity on a few windows. Later issues extend it to the whole pruning job.
+// The quick-start demo on a small real model: SmolLM2-135M-Instruct (30 layers, GGUF Q4_1) from the
+// model cache; its summary; then 30 → 21 layers by ShortGPT's block-influence drop (drop-bi) and by
+// SLM's sliding merge, with WikiText-2 perplexity before and after.
 //
 //   npm run demo            (fetches the model first)
-//   node scripts/demo.mjs [--windows N] [--seq-len N]
+//   node scripts/demo.mjs [--windows N] [--seq-len N] [--remove N]
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -14,30 +15,53 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { loadModel } = require(path.join(root, 'dist', 'index.js'));
 const { cacheDir, sharedFile, DEFAULT_PPL_DATA } = require(path.join(root, 'dist', 'paths.js'));
 
-const { values } = parseArgs({ options: { windows: { type: 'string', default: '4' }, 'seq-len': { type: 'string', default: '512' } } });
-const model = path.join(cacheDir(), 'SmolLM2-135M-Instruct.Q4_1.gguf');
+const { values } = parseArgs({
+  options: {
+    windows: { type: 'string', default: '8' },
+    'seq-len': { type: 'string', default: '512' },
+    remove: { type: 'string', default: '9' },
+  },
+});
+const modelPath = path.join(cacheDir(), 'SmolLM2-135M-Instruct.Q4_1.gguf');
 const data = sharedFile(DEFAULT_PPL_DATA);
+const seqLen = Number(values['seq-len']);
+const maxWindows = Number(values.windows);
+const remove = Number(values.remove);
+const progress = (label) => (p) => {
+  if (process.stderr.isTTY) process.stderr.write(`\r  ${label}: ${p.stage} ${p.done}/${p.total || '?'}   `);
+};
+const clear = () => process.stderr.isTTY && process.stderr.write('\r'.padEnd(60) + '\r');
 
 const started = performance.now();
-const m = await loadModel(model); // Node 20 has no `await using` in plain JS
-const info = m.info();
-console.log(`SmolLM2-135M-Instruct (${model})`);
+const model = await loadModel(modelPath); // Node 20 has no `await using` in plain JS
+const info = model.info();
+console.log(`SmolLM2-135M-Instruct (${modelPath})`);
 console.log(
   `  ${info.architecture}, ${info.numLayers} layers, hidden ${info.hiddenSize}, FFN ${info.intermediateSize}, ` +
     `heads ${info.numAttentionHeads}/${info.numKeyValueHeads}, ${info.parameters.toLocaleString('en-US')} parameters, ` +
     `GGUF ${info.quantization.map((q) => `${q.type}×${q.count}`).join(' ')} → ${info.dtype} on ${info.device}`,
 );
-const seqLen = Number(values['seq-len']);
-const maxWindows = Number(values.windows);
-const r = await m.perplexity(
-  { file: data },
-  {
-    seqLen,
-    maxWindows,
-    onProgress: (p) => process.stderr.isTTY && p.stage === 'eval' && process.stderr.write(`\r  evaluating window ${p.done}/${p.total}`),
-  },
-);
-if (process.stderr.isTTY) process.stderr.write('\n');
-console.log(`  WikiText-2 perplexity ${r.ppl.toFixed(3)} (seqLen ${r.seqLen}, first ${r.windows} windows, ${r.tokens} predicted tokens, ${r.seconds.toFixed(1)} s)`);
-await m.dispose();
+
+const perplexity = async (m, label) => {
+  const r = await m.perplexity({ file: data }, { seqLen, maxWindows, onProgress: progress(label) });
+  clear();
+  return r.ppl;
+};
+const rows = [['dense', info.numLayers, await perplexity(model, 'dense'), 0]];
+for (const [method, extra] of [
+  ['drop-bi', { calibration: { seqLen: 512, nSamples: 8 } }],
+  ['slm', {}],
+]) {
+  const r = await model.prune({ method, target: { removeLayers: remove }, ...extra, onProgress: progress(method) });
+  clear();
+  rows.push([method, r.layersAfter, await perplexity(r.model, method), r.seconds, r.record]);
+  await r.model.dispose();
+}
+console.log(`\n  WikiText-2 perplexity, seqLen ${seqLen}, first ${maxWindows} windows:`);
+console.log('  method    layers  perplexity  prune s  record (new layer ← original layers)');
+for (const [method, layers, ppl, seconds, record] of rows) {
+  const rec = record ? JSON.stringify(record) : '';
+  console.log(`  ${method.padEnd(8)}  ${String(layers).padStart(6)}  ${ppl.toFixed(2).padStart(10)}  ${seconds.toFixed(1).padStart(7)}  ${rec}`);
+}
+await model.dispose();
 console.log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);

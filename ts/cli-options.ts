@@ -19,11 +19,16 @@ function propertiesOf(schema: z.ZodType): [string, JsonProperty][] {
   return Object.entries(json.properties ?? {});
 }
 
-/** Adds one flag per key of `schema` (minus `skip`) to `cmd`. */
+/** Adds one flag per key of `schema` (minus `skip` and flags `cmd` already has) to `cmd`. */
 export function addSchemaOptions(cmd: Command, schema: z.ZodType, skip: string[] = []): Command {
   for (const [key, prop] of propertiesOf(schema)) {
-    if (skip.includes(key)) continue;
-    const flag = prop.type === 'boolean' ? `--${kebab(key)}` : `--${kebab(key)} <${prop.type === 'integer' || prop.type === 'number' ? 'n' : 'value'}>`;
+    if (skip.includes(key) || cmd.options.some((o) => o.attributeName() === key)) continue;
+    if (prop.type === 'boolean') {
+      cmd.addOption(new Option(`--${kebab(key)}`, prop.description ?? ''));
+      cmd.addOption(new Option(`--no-${kebab(key)}`, `Set ${kebab(key)} to false.`));
+      continue;
+    }
+    const flag = `--${kebab(key)} <${prop.type === 'integer' || prop.type === 'number' ? 'n' : 'value'}>`;
     const option = new Option(flag, prop.description ?? '');
     if (prop.enum) option.choices(prop.enum);
     if (prop.type === 'integer' || prop.type === 'number') {

@@ -8,9 +8,11 @@ import { Command, CommanderError } from 'commander';
 
 import { LayerfoldError } from './errors';
 import { EXIT_OK, EXIT_USAGE, reportFailure } from './commands/run';
+import * as analyze from './commands/analyze';
 import * as convert from './commands/convert';
 import * as info from './commands/info';
 import * as ppl from './commands/ppl';
+import * as prune from './commands/prune';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -22,7 +24,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const command of [info, ppl, convert]) command.register(program);
+  for (const command of [info, ppl, prune, analyze, convert]) command.register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -44,11 +44,148 @@ export const SaveOptionsSchema = z.strictObject({
 });
 export type SaveOptions = z.infer<typeof SaveOptionsSchema>;
 
+export const CALIBRATION_KINDS = ['chunked', 'sampled', 'sentences'] as const;
+
+export const CalibrationSchema = z
+  .strictObject({
+    file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Calibration text: a .txt file (one document per non-empty line) or .jsonl ({"text": …} rows). ' +
+          'Default ../shared/data/text/wikitext2_valid_tokenized.txt.',
+      ),
+    text: z.string().optional().describe('Inline calibration text instead of a file.'),
+    kind: z
+      .enum(CALIBRATION_KINDS)
+      .optional()
+      .describe("How samples are cut (METHODS.md §1): chunked, sampled or sentences. Default: the method's."),
+    seqLen: positiveInt().optional().describe("Tokens per sample. Default: the method's (min(2048, context) for most)."),
+    nSamples: positiveInt().optional().describe("Number of samples. Default: the method's (128 for most)."),
+    seed: z.int().min(0).optional().describe('Seed of the sampled and sentences kinds. Default 0.'),
+  })
+  .refine((c) => !(c.file !== undefined && c.text !== undefined), { message: 'give either file or text, not both' });
+export type CalibrationOptions = z.infer<typeof CalibrationSchema>;
+
+export const TargetSchema = z
+  .strictObject({
+    removeLayers: positiveInt().optional().describe('Layers to remove.'),
+    ratio: z
+      .number()
+      .gt(0)
+      .lt(1)
+      .optional()
+      .describe('Fraction of the parameters to remove, in (0, 1); converted to a layer count by the parameters of one layer.'),
+    threshold: z
+      .number()
+      .min(-1)
+      .max(1)
+      .optional()
+      .describe('LaCo/SLM only: the output-similarity threshold T.'),
+  })
+  .refine((t) => [t.removeLayers, t.ratio, t.threshold].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of removeLayers, ratio or threshold',
+  });
+export type Target = z.infer<typeof TargetSchema>;
+
+const merge = z
+  .enum(['rdsc', 'top', 'mean'])
+  .optional()
+  .describe("How a window's weights combine: rdsc (paper), top (released code), mean (ours). Default top.");
+const prefixCache = z
+  .boolean()
+  .optional()
+  .describe('Score candidates from the first changed layer on cached inputs (false: a full forward each, for benchmarks). Default true.');
+
+/** Each method's own options (METHODS.md §3); the ids are the core registry's. */
+export const METHOD_OPTIONS = {
+  'drop-bi': {
+    lastState: z
+      .enum(['post-norm', 'pre-norm'])
+      .optional()
+      .describe("State after the last layer: post-norm (HF's, as the references) or pre-norm (h_L). Default post-norm."),
+  },
+  'drop-angular': {},
+  'drop-last': {},
+  sleb: { prefixCache },
+  laco: {
+    merge,
+    layersPerMerge: z.int().min(2).optional().describe('C: layers per merge. Default 4.'),
+    lowestLayer: z.int().min(0).optional().describe('L: the lowest slot a merge may start at (0-based). Default 1.'),
+    highestLayer: positiveInt().optional().describe("H: exclusive upper bound of the merge range. Default: the model's layer count."),
+    interval: positiveInt().optional().describe('I: slots skipped after an accepted merge. Default 2.'),
+    prefixCache,
+  },
+  slm: { merge, prefixCache },
+  come: {
+    noRepeat: z.boolean().optional().describe('Never merge a layer that is already a merge, as published. Default true.'),
+    gqaLayout: z
+      .enum(['grouped', 'tiled'])
+      .optional()
+      .describe("Query heads follow their KV groups (grouped, GQA-correct) or the released code's tiled layout. Default grouped."),
+    prefixCache: z
+      .boolean()
+      .optional()
+      .describe('Re-score only from the merged layer on cached inputs (false: the whole model each step). Default true.'),
+  },
+  'come-p': {
+    grid: positiveInt().optional().describe('g: merge ratios k/g, k = 0..g, are tried by calibration loss. Default 20.'),
+    noRepeat: z.boolean().optional().describe('Never merge a layer that is already a merge, as published. Default true.'),
+    gqaLayout: z
+      .enum(['grouped', 'tiled'])
+      .optional()
+      .describe("Query heads follow their KV groups (grouped, GQA-correct) or the released code's tiled layout. Default grouped."),
+    prefixCache: z
+      .boolean()
+      .optional()
+      .describe('Re-score only from the merged layer on cached inputs (false: the whole model each step). Default true.'),
+  },
+} as const;
+
+export type MethodName = keyof typeof METHOD_OPTIONS;
+export const METHOD_NAMES = Object.keys(METHOD_OPTIONS) as MethodName[];
+const THRESHOLD_METHODS: readonly MethodName[] = ['laco', 'slm'];
+
+function methodSchema<M extends MethodName>(method: M) {
+  return z.strictObject({
+    method: z.literal(method),
+    target: TargetSchema.describe('How much to remove: exactly one of removeLayers, ratio, threshold.'),
+    calibration: CalibrationSchema.optional().describe('Calibration data; unset fields take the method\'s defaults.'),
+    ...METHOD_OPTIONS[method],
+  });
+}
+
+export const PruneOptionsSchema = z
+  .discriminatedUnion('method', [
+    methodSchema('drop-bi'),
+    methodSchema('drop-angular'),
+    methodSchema('drop-last'),
+    methodSchema('sleb'),
+    methodSchema('laco'),
+    methodSchema('slm'),
+    methodSchema('come'),
+    methodSchema('come-p'),
+  ])
+  .superRefine((o, ctx) => {
+    if (o.target.threshold !== undefined && !THRESHOLD_METHODS.includes(o.method)) {
+      ctx.addIssue({ code: 'custom', path: ['target', 'threshold'], message: `${o.method} takes removeLayers or ratio` });
+    }
+  });
+export type PruneOptions = z.infer<typeof PruneOptionsSchema>;
+
+export const AnalyzeOptionsSchema = z.strictObject({
+  calibration: CalibrationSchema.optional().describe('Calibration data. Default: 16 chunked windows of 256 tokens.'),
+});
+export type AnalyzeOptions = z.infer<typeof AnalyzeOptionsSchema>;
+
 /** Every schema by name, for tools and editors. */
 export const schemas = {
   load: LoadOptionsSchema,
   perplexity: PerplexityOptionsSchema,
   save: SaveOptionsSchema,
+  prune: PruneOptionsSchema,
+  analyze: AnalyzeOptionsSchema,
 } as const;
 
 /** The JSON Schema of each options object. */
@@ -66,9 +203,10 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what = 
   const result = schema.safeParse(value ?? {});
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  const key = issue.path.length > 0 ? issue.path.join('.') : what;
-  const extra = issue.code === 'unrecognized_keys' ? `: ${issue.keys.join(', ')}` : '';
-  throw new LayerfoldError('E_CONFIG', `invalid option \`${key}\`: ${issue.message}${extra}`, {
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]] : issue.path;
+  const key = path.length > 0 ? path.map(String).join('.') : what;
+  const message = issue.code === 'unrecognized_keys' ? 'unknown option' : issue.message;
+  throw new LayerfoldError('E_CONFIG', `invalid option \`${key}\`: ${message}`, {
     details: { path: issue.path, issues: result.error.issues },
   });
 }

@@ -10,19 +10,40 @@
  */
 import native from './native';
 import {
+  AnalyzeOptionsSchema,
   LoadOptionsSchema,
   PerplexityOptionsSchema,
+  PruneOptionsSchema,
   SaveOptionsSchema,
   validate,
+  type AnalyzeOptions,
   type LoadOptions,
+  type MethodName,
   type PerplexityOptions,
+  type PruneOptions,
   type SaveOptions,
+  type Target,
 } from './config';
+import { bindingifyAnalyze, bindingifyPrune } from './bindingify';
 import { LayerfoldError, toLayerfoldError } from './errors';
 import type { Progress, RunOptions, Stage } from './progress';
 
 export { LayerfoldError, ERROR_CODES, type ErrorCode } from './errors';
-export { jsonSchemas, schemas, DTYPES, type DType, type LoadOptions, type PerplexityOptions, type SaveOptions } from './config';
+export {
+  jsonSchemas,
+  schemas,
+  DTYPES,
+  METHOD_NAMES,
+  type AnalyzeOptions,
+  type CalibrationOptions,
+  type DType,
+  type LoadOptions,
+  type MethodName,
+  type PerplexityOptions,
+  type PruneOptions,
+  type SaveOptions,
+  type Target,
+} from './config';
 export type { Progress, RunOptions, Stage } from './progress';
 
 /** What `Model.info()` returns. Layer indices elsewhere are 0-based. */
@@ -76,6 +97,77 @@ export interface SaveResult {
   files: string[];
   /** Bytes of tensor data. */
   bytes: number;
+}
+
+/** Where a layer came from: an original layer (0-based, as loaded) or a merge of layers. */
+export type Origin = number | Origin[];
+
+/** One scored candidate: `layers` are positions in the model at that step, `original` the layers as loaded. */
+export interface Candidate {
+  layers: number[];
+  original: number[];
+  /** `null` when the candidate was not eligible (CoMe's noRepeat). */
+  score: number | null;
+  chosen: boolean;
+}
+
+/** What a method did and why: per step, the candidates scored and the decision. */
+export interface Report {
+  /** What the candidate scores are. */
+  score: string;
+  steps: { candidates: Candidate[]; decision: string }[];
+  /** LaCo/SLM with a layer target: the threshold search. */
+  threshold?: { targetLayers: number; threshold: number; layers: number; exact: boolean; tried: [number, number][] };
+  warnings: string[];
+}
+
+/** The calibration set a method used. */
+export interface CalibrationSummary {
+  kind: 'chunked' | 'sampled' | 'sentences';
+  seqLen: number;
+  nSamples: number;
+  seed: number;
+  tokens: number;
+  source: string;
+}
+
+/** Everything `prune` records (also written as `layerfold.json` when the pruned model is saved). */
+export interface PruneSummary {
+  layerfold: string;
+  method: MethodName;
+  /** The method's options with defaults filled in. */
+  options: Record<string, unknown>;
+  target: Target;
+  layersBefore: number;
+  layersAfter: number;
+  parametersBefore: number;
+  parametersAfter: number;
+  /** For each layer of the result, the original layers it came from (a tree for progressive methods). */
+  record: Origin[];
+  calibration: CalibrationSummary | null;
+  report: Report;
+  seconds: number;
+}
+
+/** The result of {@link prune}: the pruned model (a new handle; the input is unchanged) and its summary. */
+export interface PruneResult extends PruneSummary {
+  model: Model;
+}
+
+/** Layer similarity of a model (METHODS.md §2.4) over HF states `h_0…h_{L−1}, ĥ`. */
+export interface Analysis {
+  calibration: CalibrationSummary;
+  /** State names, in matrix order. */
+  states: string[];
+  /** Mean per-token cosine of every pair of states. */
+  cosine: number[][];
+  /** Linear CKA of every pair of states. */
+  cka: number[][];
+  tokens: number;
+  /** `cos(h_i, h_{i+1})`, one per layer. */
+  adjacentCosine: number[];
+  blockInfluence: number[];
+  warnings: string[];
 }
 
 /** Text to evaluate: inline text, or a `.txt` (one document per non-empty line) or `.jsonl` (`{"text": …}` rows) file. */
@@ -186,6 +278,37 @@ export class Model {
     return runNative(run, (p, c) => binding.save(dir, valid, p, c));
   }
 
+  /**
+   * Compresses the model's depth with a method (METHODS.md §3). The model itself is unchanged.
+   * @throws LayerfoldError `E_CONFIG` (options, a target larger than the model), `E_DATA` (empty calibration text), `E_NOT_FOUND`, `E_ABORTED`
+   */
+  async prune(options: PruneOptions & RunOptions): Promise<PruneResult> {
+    const { onProgress, signal, ...opts } = options;
+    const run: RunOptions = { onProgress, signal };
+    const valid = validate(PruneOptionsSchema, opts);
+    const binding = this.#get();
+    const pruned = await runNative(run, (p, c) => binding.prune(bindingifyPrune(valid), p, c));
+    const summary = JSON.parse(pruned.provenance() as string) as PruneSummary;
+    return { ...summary, model: new Model(pruned) };
+  }
+
+  /** What pruning did to this model, or null for a model as loaded. */
+  provenance(): PruneSummary | null {
+    const p = this.#get().provenance();
+    return p ? (JSON.parse(p) as PruneSummary) : null;
+  }
+
+  /**
+   * Layer-by-layer similarity on calibration text: all-pairs cosine, linear CKA, block influence.
+   * @throws LayerfoldError `E_CONFIG`, `E_DATA`, `E_NOT_FOUND`, `E_ABORTED`
+   */
+  async analyze(options?: AnalyzeOptions & RunOptions): Promise<Analysis> {
+    const [opts, run] = splitRun(options);
+    const valid = validate(AnalyzeOptionsSchema, opts);
+    const binding = this.#get();
+    return JSON.parse(await runNative(run, (p, c) => binding.analyze(bindingifyAnalyze(valid), p, c))) as Analysis;
+  }
+
   /** Frees the weights. Safe to call more than once. */
   async dispose(): Promise<void> {
     this.#binding?.dispose();
@@ -204,6 +327,26 @@ export class Model {
 /** Loads a model; see {@link Model.load}. */
 export function loadModel(path: string, options?: LoadOptions & RunOptions): Promise<Model> {
   return Model.load(path, options);
+}
+
+/**
+ * Prunes `model` (unchanged) with a method; see {@link Model.prune}.
+ * @example
+ * ```ts
+ * const { model: pruned, layersAfter, report } = await prune(model, { method: 'slm', target: { removeLayers: 9 } });
+ * await pruned.save('out/slm-21');
+ * ```
+ */
+export function prune(model: Model, options: PruneOptions & RunOptions): Promise<PruneResult> {
+  return model.prune(options);
+}
+
+/** Each method's options and calibration defaults, from the core registry. */
+export function methodDefaults(): {
+  methods: Record<MethodName, { options: Record<string, unknown>; calibration: { kind: string; seqLen: number | null; nSamples: number } | null; acceptsThreshold: boolean }>;
+  analyze: { kind: string; seqLen: number | null; nSamples: number };
+} {
+  return JSON.parse(native.methodDefaults());
 }
 
 /** Whether this build of the addon can use a CUDA device. */

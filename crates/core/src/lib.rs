@@ -2,6 +2,7 @@
 //! observers, calibration, scores, methods, evaluation and atomic saving. No Node types, no
 //! printing, no environment variables (STYLE.md, "Crate boundaries").
 
+pub mod analysis;
 pub mod calib;
 pub mod context;
 pub mod error;

@@ -22,19 +22,15 @@ fn final_logits(model: &Model, ids: &[u32]) -> Tensor {
     model.lm.logits(&h).unwrap().squeeze(0).unwrap()
 }
 
-/// SmolLM2 from GGUF, saved by layerfold, was loaded by transformers (tests/oracle,
-/// `--roundtrip`): the same bytes must come out of today's saver, and layerfold's logits from the
-/// GGUF and from the saved folder must equal transformers' logits from that folder.
-#[test]
-fn smollm2_round_trip_through_transformers() {
-    let fx = oracle_json("smollm2_roundtrip");
-    let gguf = smollm2();
-    let before = sha256_file(&gguf);
-    let model = load(&gguf);
+/// `model` saved by layerfold was loaded by transformers (tests/oracle, `--roundtrip`): today's
+/// saver must write the same bytes, and layerfold's logits from `model` and from the saved folder
+/// must equal transformers' logits from that folder.
+fn check_round_trip(model: &Model, fx: &serde_json::Value, input: &Path) {
+    let before = sha256_file(input);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("smol");
-    save(&model, &out, &SaveOptions::default(), &RunContext::new()).unwrap();
-    assert_eq!(sha256_file(&gguf), before, "the input was modified");
+    let out = dir.path().join("saved");
+    save(model, &out, &SaveOptions::default(), &RunContext::new()).unwrap();
+    assert_eq!(sha256_file(input), before, "the input was modified");
     assert_eq!(
         sha256_file(&out.join("model.safetensors")),
         fx["weights_sha256"].as_str().unwrap(),
@@ -59,7 +55,7 @@ fn smollm2_round_trip_through_transformers() {
         ids[..],
         "the saved tokenizer.json tokenizes as transformers did"
     );
-    for m in [&model, &reloaded] {
+    for m in [model, &reloaded] {
         let logits = final_logits(m, &ids).to_dtype(DType::F64).unwrap();
         for row in fx["rows"].as_array().unwrap() {
             let p = row["position"].as_u64().unwrap() as usize;
@@ -74,6 +70,53 @@ fn smollm2_round_trip_through_transformers() {
             assert!(err <= 1e-4, "logits at {p}: relative error {err:e}");
         }
     }
+}
+
+#[test]
+fn smollm2_round_trip_through_transformers() {
+    let gguf = smollm2();
+    check_round_trip(&load(&gguf), &oracle_json("smollm2_roundtrip"), &gguf);
+}
+
+/// Prunes SmolLM2 as recorded in a round-trip fixture's `layerfold.json` (same method, options,
+/// target and calibration), then checks the round trip.
+fn check_pruned_round_trip(fixture: &str) {
+    use layerfold_core::calib::CalibrationConfig;
+    use layerfold_core::methods::{prune, PruneRequest, Target};
+    let fx = oracle_json(fixture);
+    let recorded = &fx["layerfold_json"];
+    let calib = &recorded["calibration"];
+    let request = PruneRequest {
+        method: recorded["method"].as_str().unwrap().into(),
+        options: recorded["options"].clone(),
+        target: serde_json::from_value::<Target>(recorded["target"].clone()).unwrap(),
+        calibration: CalibrationConfig {
+            file: Some(shared("data/text/wikitext2_valid_tokenized.txt")),
+            kind: Some(serde_json::from_value(calib["kind"].clone()).unwrap()),
+            seq_len: Some(calib["seqLen"].as_u64().unwrap() as usize),
+            n_samples: Some(calib["nSamples"].as_u64().unwrap() as usize),
+            seed: calib["seed"].as_u64(),
+            ..Default::default()
+        },
+    };
+    let gguf = smollm2();
+    let (pruned, summary) = prune(&load(&gguf), &request, &RunContext::new()).unwrap();
+    assert!(pruned.num_layers() < 30, "the fixture's target removes layers");
+    assert_eq!(serde_json::to_value(&summary.record).unwrap(), recorded["record"]);
+    check_round_trip(&pruned, &fx, &gguf);
+}
+
+/// A merged (SLM, `top` rule) SmolLM2 saves as a standard checkpoint that transformers runs as
+/// layerfold does.
+#[test]
+fn slm_pruned_smollm2_round_trip_through_transformers() {
+    check_pruned_round_trip("smollm2_slm_roundtrip");
+}
+
+/// CoMe's concatenated layers (standard shape, GQA-grouped heads) load and run in transformers.
+#[test]
+fn come_pruned_smollm2_round_trip_through_transformers() {
+    check_pruned_round_trip("smollm2_come_roundtrip");
 }
 
 /// The start of the WikiText-2 corpus the round-trip fixture tokenized.

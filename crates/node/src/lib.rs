@@ -19,3 +19,24 @@ pub fn native_version() -> String {
 pub fn cuda_available() -> bool {
     cfg!(feature = "cuda") && layerfold_core::model::DeviceChoice::Cuda(0).open().is_ok()
 }
+
+/// Every method's options with their defaults, its calibration defaults and whether it takes a
+/// threshold target, as JSON: `{"methods": {id: {...}}, "analyze": {...}}`. Feeds CLI help and a
+/// spec that checks the documented defaults.
+#[napi]
+pub fn method_defaults() -> String {
+    use layerfold_core::calib::CalibrationDefaults;
+    let calib = |c: &CalibrationDefaults| serde_json::json!({"kind": c.kind, "seqLen": c.seq_len, "nSamples": c.n_samples});
+    let methods: serde_json::Map<String, serde_json::Value> = layerfold_core::methods::METHODS
+        .iter()
+        .map(|m| {
+            let entry = serde_json::json!({
+                "options": (m.defaults)(),
+                "calibration": m.calibration.as_ref().map(calib),
+                "acceptsThreshold": m.accepts_threshold,
+            });
+            (m.id.to_string(), entry)
+        })
+        .collect();
+    serde_json::json!({"methods": methods, "analyze": calib(&layerfold_core::analysis::CALIBRATION)}).to_string()
+}

@@ -9,7 +9,9 @@ use napi::Env;
 use napi_derive::napi;
 
 use layerfold_core::calib::text::TextSource;
+use layerfold_core::calib::CalibrationConfig;
 use layerfold_core::eval::perplexity::{self, PerplexityOptions};
+use layerfold_core::methods::{self, PruneRequest};
 use layerfold_core::model::save::{self, SaveOptions};
 use layerfold_core::model::{parse_dtype, DeviceChoice};
 use layerfold_core::{LoadOptions, Model};
@@ -41,6 +43,15 @@ impl BindingModel {
             sync_error(Failure { code: "E_DISPOSED", message: "the model was disposed".into() })
         })
     }
+}
+
+/// JSON from the facade into a core type; a mismatch is the caller's `E_CONFIG`.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    json: &str,
+) -> std::result::Result<T, Failure> {
+    serde_json::from_str(json)
+        .map_err(|e| Failure { code: "E_CONFIG", message: format!("invalid {what}: {e}") })
 }
 
 impl ObjectFinalize for BindingModel {
@@ -205,6 +216,59 @@ impl BindingModel {
                     bytes: s.bytes as f64,
                 })
             },
+        ))
+    }
+
+    /// Runs a depth-pruning method. `request` is the JSON of core's `PruneRequest`
+    /// (`{method, options, target, calibration}`); resolves to the pruned model, whose
+    /// `provenance()` holds the record and report.
+    #[napi(ts_return_type = "Promise<BindingModel>")]
+    pub fn prune(
+        &self,
+        request: String,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<AsyncTask<CoreTask<Model, BindingModel>>, napi::Error<Code>> {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        Ok(CoreTask::new(
+            move || {
+                let req: PruneRequest = parse_json("prune options", &request)?;
+                Ok(methods::prune(&model, &req, &ctx)?.0)
+            },
+            BindingModel::wrap,
+        ))
+    }
+
+    /// What pruning did to this model (the `layerfold.json` document), or null.
+    #[napi]
+    pub fn provenance(&self) -> std::result::Result<Option<String>, napi::Error<Code>> {
+        Ok(self.get()?.provenance.as_ref().map(|p| p.to_string()))
+    }
+
+    /// Layer similarity analysis on calibration text (`calibration`: JSON of core's
+    /// `CalibrationConfig`); resolves to the JSON of core's `Analysis`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn analyze(
+        &self,
+        calibration: String,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<AsyncTask<CoreTask<String, String>>, napi::Error<Code>> {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        Ok(CoreTask::new(
+            move || {
+                let cfg: CalibrationConfig = parse_json("calibration", &calibration)?;
+                let analysis = layerfold_core::analysis::analyze(&model, &cfg, &ctx)?;
+                serde_json::to_string(&analysis)
+                    .map_err(|e| Failure { code: "E_INTERNAL", message: e.to_string() })
+            },
+            |_, s| Ok(s),
         ))
     }
 

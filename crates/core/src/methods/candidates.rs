@@ -27,25 +27,43 @@ pub struct StateCache {
     pub batches: Vec<CachedBatch>,
 }
 
-struct Recorder {
-    inputs: Vec<Tensor>,
-    output: Option<Tensor>,
+/// Keeps the input of every layer a pass runs (and its final state), feeding `inner` too.
+pub(crate) struct Recorder<'a> {
+    pub inputs: Vec<Tensor>,
+    pub output: Option<Tensor>,
+    pub inner: &'a mut dyn Observer,
 }
 
-impl Observer for Recorder {
-    fn hidden_state(&mut self, _: usize, h: &Tensor, _: &TokenMask) -> Result<()> {
+impl Observer for Recorder<'_> {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, t: &TokenMask) -> Result<()> {
         self.inputs.push(h.clone());
-        Ok(())
+        self.inner.hidden_state(i, h, t)
     }
-    fn final_state(&mut self, h: &Tensor, _: &TokenMask) -> Result<()> {
+    fn final_state(&mut self, h: &Tensor, t: &TokenMask) -> Result<()> {
         self.output = Some(h.clone());
-        Ok(())
+        self.inner.final_state(h, t)
+    }
+    fn down_proj_input(&mut self, l: usize, a: &Tensor, t: &TokenMask) -> Result<()> {
+        self.inner.down_proj_input(l, a, t)
+    }
+    fn o_proj_input(&mut self, l: usize, o: &Tensor, t: &TokenMask) -> Result<()> {
+        self.inner.o_proj_input(l, o, t)
     }
 }
 
 impl StateCache {
     /// One pass of `model` over `calib` keeping every layer's input: `(L + 1) · tokens · d` values.
     pub fn build(model: &Model, calib: &CalibrationSet, ctx: &RunContext) -> Result<Self> {
+        Self::build_with(model, calib, ctx, &mut NoObserver)
+    }
+
+    /// [`build`](Self::build), feeding `obs` during the same pass.
+    pub fn build_with(
+        model: &Model,
+        calib: &CalibrationSet,
+        ctx: &RunContext,
+        obs: &mut dyn Observer,
+    ) -> Result<Self> {
         let batches = calib.batches(super::batch_size_for(calib), model.lm.device())?;
         let total = batches.len() as u64;
         let check = || ctx.check_cancelled();
@@ -53,7 +71,7 @@ impl StateCache {
         ctx.report(Stage::Calibrate, 0, total);
         for (k, batch) in batches.into_iter().enumerate() {
             let fctx = model.lm.context(&model.config, &batch)?;
-            let mut rec = Recorder { inputs: Vec::new(), output: None };
+            let mut rec = Recorder { inputs: Vec::new(), output: None, inner: &mut *obs };
             model.lm.forward_from(0, model.lm.embed(&batch)?, &fctx, &mut rec, &check)?;
             let output = rec.output.expect("a forward pass reports its final state");
             out.push(CachedBatch { batch, ctx: fctx, inputs: rec.inputs, output });

@@ -42,6 +42,7 @@ pub fn run(
             .enumerate()
             .map(|(l, &d)| candidate(model, &(l..l + k).collect::<Vec<_>>(), d, l == best))
             .collect(),
+        details: None,
         decision: format!("remove layers {}..={} (ℓ* = {best})", best, best + k - 1),
     });
     let mut pruned = model.clone();

@@ -47,6 +47,7 @@ pub fn run(
         candidates: (0..scores.len())
             .map(|i| candidate(model, &[i], scores[i], removed.contains(&i)))
             .collect(),
+        details: None,
         decision: format!("remove layers {removed:?}, the {k} with the lowest BI"),
     });
     let mut pruned = model.clone();

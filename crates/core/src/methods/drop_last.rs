@@ -30,6 +30,7 @@ pub fn run(
     let mut report = Report::new("none (fixed order)");
     report.steps.push(Step {
         candidates: vec![candidate(model, &removed, 0.0, true)],
+        details: None,
         decision: format!("remove layers {removed:?}, the {k} before the last"),
     });
     let mut pruned = model.clone();

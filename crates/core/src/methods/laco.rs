@@ -100,6 +100,7 @@ fn collapse_once(
         let accept = s > t;
         steps.push(Step {
             candidates: vec![candidate(&m, &window, s, accept)],
+            details: None,
             decision: if accept {
                 format!(
                     "S = {s:.4} > T = {t:.4}: collapse layers {slot}..={} into {slot}",

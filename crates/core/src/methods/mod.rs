@@ -5,6 +5,9 @@
 //! per step, the candidates scored, their scores and the decision.
 
 pub mod candidates;
+pub mod come;
+pub mod come_p;
+pub mod concat;
 pub mod drop_angular;
 pub mod drop_bi;
 pub mod drop_last;
@@ -122,6 +125,7 @@ pub struct PruneRequest {
 pub struct Candidate {
     pub layers: Vec<usize>,
     pub original: Vec<usize>,
+    /// A non-finite score (a candidate ruled out) is written as `null` in JSON.
     pub score: f64,
     pub chosen: bool,
 }
@@ -132,6 +136,15 @@ pub struct Candidate {
 pub struct Step {
     pub candidates: Vec<Candidate>,
     pub decision: String,
+    /// Method-specific numbers behind the decision (CoMe: ratios, channels kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl Step {
+    pub fn new(candidates: Vec<Candidate>, decision: String) -> Self {
+        Self { candidates, decision, details: None }
+    }
 }
 
 /// How LaCo/SLM found a threshold for a layer-count target.
@@ -156,11 +169,25 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdSearch>,
     pub warnings: Vec<String>,
+    /// Seconds spent per stage, where the method measures them (CoMe: calibrate, score, merge).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub timings: std::collections::BTreeMap<String, f64>,
 }
 
 impl Report {
     pub fn new(score: &str) -> Self {
-        Self { score: score.into(), steps: Vec::new(), threshold: None, warnings: Vec::new() }
+        Self {
+            score: score.into(),
+            steps: Vec::new(),
+            threshold: None,
+            warnings: Vec::new(),
+            timings: Default::default(),
+        }
+    }
+
+    /// Adds the time since `since` to `stage`.
+    pub fn time(&mut self, stage: &str, since: Instant) {
+        *self.timings.entry(stage.to_string()).or_default() += since.elapsed().as_secs_f64();
     }
 }
 
@@ -252,6 +279,8 @@ pub static METHODS: &[Method] = &[
     method!(sleb, "sleb", threshold: false),
     method!(laco, "laco", threshold: true),
     method!(slm, "slm", threshold: true),
+    method!(come, "come", threshold: false),
+    method!(come_p, "come-p", threshold: false),
 ];
 
 pub fn find(id: &str) -> Result<&'static Method> {

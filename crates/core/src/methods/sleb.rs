@@ -107,6 +107,7 @@ pub fn run(
             candidates: (0..scores.len())
                 .map(|j| candidate(&current, &[j], scores[j], j == best))
                 .collect(),
+            details: None,
             decision: format!(
                 "round {}: remove layer {best} (original {:?}), NLL {:.4}",
                 round + 1,

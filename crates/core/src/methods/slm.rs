@@ -106,12 +106,13 @@ fn merge_once(
             high -= 1;
             low -= 1;
         }
-        steps.push(Step { candidates: vec![scored], decision });
+        steps.push(Step::new(vec![scored], decision));
     }
     if high > low + 1 {
         let (lo, hi) = ((low + 1) as usize, high as usize);
         steps.push(Step {
             candidates: vec![],
+            details: None,
             decision: format!("end of the scan: commit the open window {lo}..={hi}"),
         });
         commit(&mut m, cfg, lo, hi, &mut committed)?;

@@ -96,7 +96,7 @@ impl Attention {
     }
 
     /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
-    fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
+    pub fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (nq, nkv, dh) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
         let group = nq / nkv;
@@ -154,7 +154,7 @@ impl Mlp {
     }
 
     /// The input of `down_proj`: `silu(W_gate u) ⊙ W_up u`.
-    fn activation(&self, u: &Tensor) -> Result<Tensor> {
+    pub fn activation(&self, u: &Tensor) -> Result<Tensor> {
         Ok(layerfold_kernels::swiglu(&self.gate_proj.forward(u)?, &self.up_proj.forward(u)?)?)
     }
 }

@@ -60,6 +60,14 @@ impl LastTokenStates {
     pub fn n_layers(&self) -> usize {
         self.n_layers
     }
+
+    /// Keeps states `..=from` of `self` and takes states `from + 1..` from `fresh`, which observed
+    /// a pass that started at layer `from` (its input `h_from` is unchanged).
+    pub fn splice(&mut self, from: usize, fresh: LastTokenStates) {
+        self.states.truncate(from + 1);
+        self.states.extend(fresh.states.into_iter().skip(from + 1));
+        self.n_layers = fresh.n_layers;
+    }
 }
 
 impl Observer for LastTokenStates {

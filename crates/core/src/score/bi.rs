@@ -30,7 +30,8 @@ pub struct BlockInfluence {
     sum: Vec<f64>,
     /// Σ over tokens of `1 − clamp(cos, 0, 1)` (CoMe).
     come_sum: Vec<f64>,
-    tokens: usize,
+    /// Tokens seen per layer.
+    tokens: Vec<usize>,
 }
 
 impl BlockInfluence {
@@ -41,12 +42,12 @@ impl BlockInfluence {
             prev: None,
             sum: vec![0.0; n_layers],
             come_sum: vec![0.0; n_layers],
-            tokens: 0,
+            tokens: vec![0; n_layers],
         }
     }
 
     fn pair(&mut self, layer: usize, next: &Tensor, tokens: &TokenMask) -> Result<()> {
-        let prev = self.prev.as_ref().expect("h_i is observed before h_{i+1}");
+        let prev = self.prev.as_ref().expect("callers check that h_i was observed");
         let cos = token_cosines(prev, next)?;
         for (row, &len) in cos.iter().zip(&tokens.lengths) {
             for &c in &row[..len] {
@@ -56,15 +57,27 @@ impl BlockInfluence {
                 self.come_sum[layer] += 1.0 - clamped;
             }
         }
-        if layer == 0 {
-            self.tokens += tokens.count();
-        }
+        self.tokens[layer] += tokens.count();
         Ok(())
     }
 
     /// `BI_i` (means over calibration tokens), one per layer.
     pub fn mean(&self) -> Vec<f64> {
-        self.sum.iter().map(|s| s / self.tokens.max(1) as f64).collect()
+        self.sum.iter().zip(&self.tokens).map(|(s, &n)| s / n.max(1) as f64).collect()
+    }
+
+    /// Keeps layers `..from` of `self` and takes layers `from..` from `fresh`, which observed a
+    /// pass that started at layer `from` of a model with `fresh.n_layers` layers.
+    pub fn splice(&mut self, from: usize, fresh: BlockInfluence) {
+        let keep = |old: &mut Vec<f64>, new: Vec<f64>| {
+            old.truncate(from);
+            old.extend_from_slice(&new[from..]);
+        };
+        keep(&mut self.sum, fresh.sum);
+        keep(&mut self.come_sum, fresh.come_sum);
+        self.tokens.truncate(from);
+        self.tokens.extend_from_slice(&fresh.tokens[from..]);
+        self.n_layers = fresh.n_layers;
     }
 
     /// CoMe's BI: sums of `1 − clamp(cos, 0, 1)`.
@@ -75,7 +88,9 @@ impl BlockInfluence {
 
 impl Observer for BlockInfluence {
     fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
-        if i > 0 && (i < self.n_layers || self.last == LastState::PreNorm) {
+        // A pass may start at any layer (a re-run from a merged layer): the first state only
+        // primes `prev`.
+        if i > 0 && self.prev.is_some() && (i < self.n_layers || self.last == LastState::PreNorm) {
             self.pair(i - 1, h, tokens)?;
         }
         if i < self.n_layers {
@@ -85,7 +100,7 @@ impl Observer for BlockInfluence {
     }
 
     fn final_state(&mut self, h: &Tensor, tokens: &TokenMask) -> Result<()> {
-        if self.last == LastState::PostNorm {
+        if self.last == LastState::PostNorm && self.prev.is_some() {
             self.pair(self.n_layers - 1, h, tokens)?;
         }
         self.prev = None;

@@ -5,6 +5,7 @@
 
 pub mod angular;
 pub mod bi;
+pub mod channel_sensitivity;
 pub mod cka;
 pub mod output_similarity;
 

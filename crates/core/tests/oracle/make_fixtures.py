@@ -171,6 +171,43 @@ def layer_scores(model, tok, bos, seq_len: int, n: int) -> dict:
     }
 
 
+def channel_sensitivity(model, tok, bos, seq_len: int, n: int) -> dict:
+    """METHODS.md 2.5 with torch forward pre-hooks on every down_proj and o_proj, on the same chunked
+    calibration windows as layer_scores: s_j = mean|a_j| * ||W_down[:, j]||_1 per FFN channel, and
+    per KV group the mean over its G query heads' channels of mean|o_c| * ||W_o[:, c]||_1."""
+    ids = ([bos] if bos is not None else []) + tok("\n\n".join(documents(CALIB)), add_special_tokens=False).input_ids
+    windows = [ids[k * seq_len : (k + 1) * seq_len] for k in range(n)]
+    layers = model.model.layers
+    sums = {}
+    handles = []
+    for i, layer in enumerate(layers):
+        for name, module in (("ffn", layer.mlp.down_proj), ("attn", layer.self_attn.o_proj)):
+            def hook(_m, args, key=(i, name)):
+                x = args[0].double().abs().reshape(-1, args[0].shape[-1]).sum(0)
+                sums[key] = sums.get(key, 0) + x
+            handles.append(module.register_forward_pre_hook(hook))
+    tokens = 0
+    with torch.no_grad():
+        for w in windows:
+            model(torch.tensor([w]))
+            tokens += len(w)
+    for h in handles:
+        h.remove()
+    cfg = model.config
+    n_kv = cfg.num_key_value_heads
+    out = []
+    for i, layer in enumerate(layers):
+        s_ffn = sums[(i, "ffn")] / tokens * layer.mlp.down_proj.weight.double().abs().sum(0)
+        e = sums[(i, "attn")] / tokens * layer.self_attn.o_proj.weight.double().abs().sum(0)
+        out.append({
+            "ffn_first": s_ffn[:32].tolist(),
+            "ffn_sum": float(s_ffn.sum()),
+            "ffn_top8": torch.argsort(s_ffn, descending=True)[:8].tolist(),
+            "kv_groups": e.reshape(n_kv, -1).mean(1).tolist(),
+        })
+    return {"calibration": {"file": CALIB.name, "kind": "chunked", "seq_len": seq_len, "n_samples": n}, "layers": out}
+
+
 def provenance() -> dict:
     return {
         "script": "crates/core/tests/oracle/make_fixtures.py",
@@ -207,7 +244,10 @@ def stories() -> None:
     path = need(SHARED / "models" / "stories260K")
     model, tok = load(path), folder_tokenizer(path)
     bos = model.config.bos_token_id
-    write("stories260K", describe(model, tok, bos, seq_len=256, windows=8) | {"scores": layer_scores(model, tok, bos, 128, 4)})
+    write("stories260K", describe(model, tok, bos, seq_len=256, windows=8) | {
+        "scores": layer_scores(model, tok, bos, 128, 4),
+        "channel_sensitivity": channel_sensitivity(model, tok, bos, 128, 4),
+    })
 
 
 def smollm_path() -> Path:
@@ -219,7 +259,10 @@ def smollm() -> None:
     model = load(path.parent, gguf_file=path.name)
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     bos = model.config.bos_token_id
-    write("smollm2", describe(model, tok, bos, seq_len=512, windows=2) | {"scores": layer_scores(model, tok, bos, 256, 2)})
+    write("smollm2", describe(model, tok, bos, seq_len=512, windows=2) | {
+        "scores": layer_scores(model, tok, bos, 256, 2),
+        "channel_sensitivity": channel_sensitivity(model, tok, bos, 256, 2),
+    })
 
 
 def tiny_tokenizer():
@@ -298,7 +341,7 @@ def tiny() -> None:
         write(name, describe(model, tok, 1, seq_len=64, windows=4, full_rows=True, logit_tokens=40))
 
 
-def roundtrip(folder: Path) -> None:
+def roundtrip(folder: Path, name: str) -> None:
     """Logits transformers computes from a folder layerfold saved, with the SHA-256 of its weights,
     so the Rust round-trip test can check it reloads the very same bytes."""
     model = load(folder)
@@ -313,8 +356,9 @@ def roundtrip(folder: Path) -> None:
     rows = [{"position": p, "argmax": int(logits[p].argmax()), "logsumexp": float(torch.logsumexp(logits[p], 0)),
              "first": logits[p, :64].tolist(), "fixed": {str(i): float(logits[p, i]) for i in FIXED_IDS}}
             for p in (0, len(ids) // 2, len(ids) - 1)]
-    write("smollm2_roundtrip", {
-        "saved_with": "layerfold save, f32",
+    write(name, {
+        "saved_with": "layerfold, f32",
+        "layerfold_json": json.loads((folder / "layerfold.json").read_text()) if (folder / "layerfold.json").exists() else None,
         "weights_sha256": digest.hexdigest(),
         "config": json.loads((folder / "config.json").read_text()),
         "input_ids": ids,
@@ -326,10 +370,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["stories260K", "smollm2", "tiny"], action="append")
     parser.add_argument("--roundtrip", type=Path, help="a folder layerfold saved from the SmolLM2 GGUF")
+    parser.add_argument("--name", default="smollm2_roundtrip", help="fixture name for --roundtrip")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.roundtrip:
-        roundtrip(args.roundtrip)
+        roundtrip(args.roundtrip, args.name)
         return
     steps = {"stories260K": stories, "smollm2": smollm, "tiny": tiny}
     for name in args.only or steps:

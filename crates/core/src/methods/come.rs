@@ -1,0 +1,275 @@
+//! CoMe (`come`; METHODS.md §3.4): progressive concatenation-based merging of adjacent layers by
+//! channel sensitivity. Each step scores the current model on the calibration set (CoMe's BI,
+//! channel sensitivity, last-token states), picks the adjacent pair whose block changes the state
+//! least (`D(a, 2)`, CoMe's clamped sum), and merges it by [`concat_layers`] with budgets from the
+//! pair's BI ratio. The model's `origins` record the merges as a tree.
+//!
+//! After a merge at `a` the layers below `a` and their inputs are unchanged, so the next scoring
+//! pass runs only from `a` on the cached input of layer `a`, and the statistics of the layers below
+//! are kept (`prefixCache: false` re-runs the whole model each step).
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::calib::{CalibrationDefaults, CalibrationKind, CalibrationSet};
+use crate::context::{RunContext, Stage};
+use crate::error::Result;
+use crate::eval::nll::nll_sum;
+use crate::methods::candidates::{CachedBatch, Recorder, StateCache};
+use crate::methods::concat::{concat_layers, plan, GqaLayout, MergePlan};
+use crate::methods::{candidate, required, Goal, MethodOutput, Report, Step};
+use crate::model::decoder::{NoObserver, Observers};
+use crate::model::Model;
+use crate::score::angular::LastTokenStates;
+use crate::score::bi::{BlockInfluence, LastState};
+use crate::score::channel_sensitivity::ChannelActivity;
+
+/// The reference: 256 rows of WikiText-2 train, chunked at 2048.
+pub const CALIBRATION: Option<CalibrationDefaults> =
+    Some(CalibrationDefaults { kind: CalibrationKind::Chunked, seq_len: None, n_samples: 256 });
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Never merge a layer that is already a merge (as published). Default true.
+    pub no_repeat: bool,
+    /// `grouped` (GQA-correct, default) or `tiled` (the released code's layout).
+    pub gqa_layout: GqaLayout,
+    /// Re-score only from the merged layer on cached inputs. Default true.
+    pub prefix_cache: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { no_repeat: true, gqa_layout: GqaLayout::default(), prefix_cache: true }
+    }
+}
+
+/// How a merge's ratio `r_a` is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RatioChoice {
+    /// `r_a = BI_a / (BI_a + BI_b)` (CoMe).
+    BlockInfluence,
+    /// The `r ∈ {0, 1/g, …, 1}` with the lowest calibration loss (CoMe-P).
+    Search { grid: usize },
+}
+
+/// The statistics of a scoring pass: what the next merge decision needs.
+struct Scores {
+    bi: BlockInfluence,
+    activity: ChannelActivity,
+    last: LastTokenStates,
+}
+
+impl Scores {
+    fn new(n_layers: usize) -> Self {
+        Self {
+            bi: BlockInfluence::new(n_layers, LastState::PostNorm),
+            activity: ChannelActivity::new(n_layers),
+            last: LastTokenStates::new(n_layers),
+        }
+    }
+
+    fn splice(&mut self, from: usize, fresh: Scores) {
+        self.bi.splice(from, fresh.bi);
+        self.activity.splice(from, fresh.activity);
+        self.last.splice(from, fresh.last);
+    }
+}
+
+/// Runs the current model from layer `from` on every cached batch, refreshing the cached inputs
+/// of layers `from..` and returning the statistics of the re-run layers.
+fn rescore_from(
+    model: &Model,
+    cache: &mut StateCache,
+    from: usize,
+    ctx: &RunContext,
+) -> Result<Scores> {
+    let mut fresh = Scores::new(model.num_layers());
+    let check = || ctx.check_cancelled();
+    let total = cache.batches.len() as u64;
+    for (k, cb) in cache.batches.iter_mut().enumerate() {
+        let CachedBatch { ctx: fctx, inputs, output, .. } = cb;
+        let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
+        let mut rec = Recorder { inputs: Vec::new(), output: None, inner: &mut obs };
+        model.lm.forward_from(from, inputs[from].clone(), fctx, &mut rec, &check)?;
+        inputs.truncate(from);
+        inputs.extend(rec.inputs);
+        *output = rec.output.expect("a forward pass reports its final state");
+        ctx.report(Stage::Score, k as u64 + 1, total);
+    }
+    Ok(fresh)
+}
+
+/// Mean calibration NLL of `model` (whose layers below `from` equal the cached model's).
+fn calibration_loss(
+    model: &Model,
+    cache: &StateCache,
+    from: usize,
+    ctx: &RunContext,
+) -> Result<f64> {
+    let check = || ctx.check_cancelled();
+    let (mut sum, mut count) = (0f64, 0usize);
+    for cb in &cache.batches {
+        let h = model.lm.forward_from(
+            from,
+            cb.inputs[from].clone(),
+            &cb.ctx,
+            &mut NoObserver,
+            &check,
+        )?;
+        let (s, c) = nll_sum(&model.lm, &h, &cb.batch)?;
+        sum += s;
+        count += c;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// The progressive loop shared by `come` and `come-p`.
+pub(crate) fn progressive(
+    model: &Model,
+    calib: &CalibrationSet,
+    cfg: &Config,
+    choice: RatioChoice,
+    remove: usize,
+    ctx: &RunContext,
+) -> Result<MethodOutput> {
+    let target = model.num_layers() - remove;
+    let mut m = model.clone();
+    let mut report = Report::new("skip score D(a, 2): CoMe's angular distance of h_a and h_{a+2} (last token, clamped, summed)");
+    let mut cache = StateCache { batches: Vec::new() };
+    let mut scores = Scores::new(m.num_layers());
+    // The first pass: every layer, caching each layer's input.
+    let started = Instant::now();
+    {
+        let mut full = StateCache::build_with(
+            model,
+            calib,
+            ctx,
+            &mut Observers(vec![&mut scores.bi, &mut scores.activity, &mut scores.last]),
+        )?;
+        std::mem::swap(&mut cache, &mut full);
+    }
+    report.time("calibrate", started);
+    let mut step = 0;
+    while m.num_layers() > target {
+        ctx.check_cancelled()?;
+        let started = Instant::now();
+        let n = m.num_layers();
+        let mut skip: Vec<f64> = (0..n - 1).map(|a| scores.last.come_distance(a, 2)).collect();
+        let blocked = |a: usize| m.origins[a].is_merged() || m.origins[a + 1].is_merged();
+        if cfg.no_repeat {
+            if (0..n - 1).all(blocked) {
+                report.warnings.push(format!(
+                    "step {}: every adjacent pair holds a merged layer; noRepeat lifted for the remaining merges",
+                    step + 1
+                ));
+            } else {
+                for (a, s) in skip.iter_mut().enumerate() {
+                    if blocked(a) {
+                        *s = f64::INFINITY;
+                    }
+                }
+            }
+        }
+        let a = (0..n - 1)
+            .min_by(|&x, &y| skip[x].total_cmp(&skip[y]))
+            .expect("at least two layers remain");
+        let bi = scores.bi.come_sum();
+        let (bi_a, bi_b) = (bi[a], bi[a + 1]);
+        let ratio = if bi_a + bi_b > 0.0 { bi_a / (bi_a + bi_b) } else { 0.5 };
+        let (sa, sb) = (
+            scores.activity.sensitivity(a, &m.lm.layers[a])?,
+            scores.activity.sensitivity(a + 1, &m.lm.layers[a + 1])?,
+        );
+        let make = |r: f64| -> Result<(MergePlan, crate::model::decoder::DecoderLayer)> {
+            let p = plan(r, &sa.ffn, &sb.ffn, &sa.kv_groups, &sb.kv_groups);
+            let layer = concat_layers(&m.lm.layers[a], &m.lm.layers[a + 1], &p, cfg.gqa_layout)?;
+            Ok((p, layer))
+        };
+        report.time("score", started);
+        let started = Instant::now();
+        let mut losses = Vec::new();
+        let (chosen_plan, merged) = match choice {
+            RatioChoice::BlockInfluence => make(ratio)?,
+            RatioChoice::Search { grid } => {
+                let mut best: Option<(f64, MergePlan, crate::model::decoder::DecoderLayer)> = None;
+                for k in 0..=grid {
+                    let r = k as f64 / grid as f64;
+                    let (p, layer) = make(r)?;
+                    let mut trial = m.clone();
+                    trial.replace_layers(a, a + 1, layer.clone());
+                    let loss = calibration_loss(&trial, &cache, a, ctx)?;
+                    losses.push((r, loss));
+                    ctx.report(Stage::Score, k as u64 + 1, grid as u64 + 1);
+                    if best.as_ref().is_none_or(|(l, _, _)| loss < *l) {
+                        best = Some((loss, p, layer));
+                    }
+                }
+                let (_, p, layer) = best.expect("the grid has at least one point");
+                (p, layer)
+            }
+        };
+        let originals = (m.origins[a].layers(), m.origins[a + 1].layers());
+        report.steps.push(Step {
+            candidates: (0..n - 1).map(|x| candidate(&m, &[x, x + 1], skip[x], x == a)).collect(),
+            decision: format!(
+                "merge layers {a} and {} (original {:?} + {:?}): BI {bi_a:.4} / {bi_b:.4}, r_a = {:.4}{}; FFN keeps {} + {} channels, KV groups {:?} + {:?}",
+                a + 1,
+                originals.0,
+                originals.1,
+                chosen_plan.ratio,
+                if losses.is_empty() { String::new() } else { format!(" (lowest calibration NLL of {} ratios)", losses.len()) },
+                chosen_plan.ffn_a.len(),
+                chosen_plan.ffn_b.len(),
+                chosen_plan.kv_a,
+                chosen_plan.kv_b,
+            ),
+            details: Some(serde_json::json!({
+                "pair": [a, a + 1],
+                "blockInfluence": [bi_a, bi_b],
+                "biRatio": ratio,
+                "ratio": chosen_plan.ratio,
+                "ffnKept": [chosen_plan.ffn_a.len(), chosen_plan.ffn_b.len()],
+                "kvGroupsKept": [chosen_plan.kv_a, chosen_plan.kv_b],
+                "ratioLosses": losses,
+            })),
+        });
+        m.replace_layers(a, a + 1, merged);
+        // CoMe-P's ratio trials are scoring passes, but they are part of building this merge.
+        report.time("merge", started);
+        step += 1;
+        ctx.report(Stage::Merge, step as u64, remove as u64);
+        let started = Instant::now();
+        if m.num_layers() > target {
+            if cfg.prefix_cache {
+                let fresh = rescore_from(&m, &mut cache, a, ctx)?;
+                scores.splice(a, fresh);
+            } else {
+                scores = Scores::new(m.num_layers());
+                cache = StateCache::build_with(
+                    &m,
+                    calib,
+                    ctx,
+                    &mut Observers(vec![&mut scores.bi, &mut scores.activity, &mut scores.last]),
+                )?;
+            }
+        }
+        report.time("score", started);
+    }
+    Ok(MethodOutput { model: m, report })
+}
+
+pub fn run(
+    model: &Model,
+    calib: Option<&CalibrationSet>,
+    cfg: &Config,
+    goal: Goal,
+    ctx: &RunContext,
+) -> Result<MethodOutput> {
+    let Goal::Remove(k) = goal else {
+        unreachable!("come takes no threshold (checked by the registry)")
+    };
+    progressive(model, required(calib)?, cfg, RatioChoice::BlockInfluence, k, ctx)
+}

@@ -1,0 +1,247 @@
+//! CoMe's concatenation merge of two adjacent layers `a`, `b = a + 1` into one layer of the
+//! standard shape (METHODS.md §3.4): each layer keeps its most sensitive FFN channels and KV groups
+//! within a budget, and the kept rows/columns of both are concatenated, `a`'s first. The merged
+//! layer runs both layers' attention on a shared normalised input, then both FFNs on the result,
+//! each restricted to its kept channels.
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::decoder::{Attention, DecoderLayer, Linear, Mlp, RmsNorm};
+
+/// How query heads follow their KV groups in the merged attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GqaLayout {
+    /// **(ours)** query head `q` keeps reading the KV head it read before: the `G` query heads of
+    /// each kept KV group follow it, in the same group order (HF: head `q` reads `q / G`).
+    #[default]
+    Grouped,
+    /// The released code: the KV mask is tiled across query heads (`mask_q[h] = mask_kv[h mod n_kv]`),
+    /// exact only when `G = 1`.
+    Tiled,
+}
+
+/// What to keep of each layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergePlan {
+    /// `r_a`; `r_b = 1 − r_a`.
+    pub ratio: f64,
+    /// Kept FFN channels of `a` and `b`, in index order.
+    pub ffn_a: Vec<usize>,
+    pub ffn_b: Vec<usize>,
+    /// Kept KV groups of `a` and `b`, in index order.
+    pub kv_a: Vec<usize>,
+    pub kv_b: Vec<usize>,
+}
+
+/// `(n_a, n_b)` with `n_a + n_b = width`: the layer with the smaller ratio keeps `floor(width·r)`,
+/// the other the remainder; on a tie the first layer gets the remainder (METHODS.md §3.4).
+pub fn budgets(width: usize, ratio_a: f64) -> (usize, usize) {
+    let ratio_b = 1.0 - ratio_a;
+    if ratio_a < ratio_b {
+        let n_a = (width as f64 * ratio_a).floor() as usize;
+        (n_a, width - n_a)
+    } else {
+        let n_b = (width as f64 * ratio_b).floor() as usize;
+        (width - n_b, n_b)
+    }
+}
+
+/// Indices of the `n` largest scores (ties: the lower index), in index order.
+pub fn top_n(scores: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+    let mut keep = order[..n.min(scores.len())].to_vec();
+    keep.sort_unstable();
+    keep
+}
+
+/// The plan for ratio `r_a` (METHODS.md §3.4: the same ratios serve both widths).
+pub fn plan(ratio: f64, ffn_a: &[f32], ffn_b: &[f32], kv_a: &[f32], kv_b: &[f32]) -> MergePlan {
+    let (fa, fb) = budgets(ffn_a.len(), ratio);
+    let (ka, kb) = budgets(kv_a.len(), ratio);
+    MergePlan {
+        ratio,
+        ffn_a: top_n(ffn_a, fa),
+        ffn_b: top_n(ffn_b, fb),
+        kv_a: top_n(kv_a, ka),
+        kv_b: top_n(kv_b, kb),
+    }
+}
+
+/// Rows `index` of `t` (dim 0) or columns (dim 1).
+fn take(t: &Tensor, dim: usize, index: &[usize]) -> Result<Tensor> {
+    let idx: Vec<u32> = index.iter().map(|&i| i as u32).collect();
+    let idx = Tensor::new(idx.as_slice(), t.device())?;
+    Ok(t.index_select(&idx, dim)?)
+}
+
+/// Rows of `head_dim`-sized heads `heads`.
+fn head_rows(heads: &[usize], head_dim: usize) -> Vec<usize> {
+    heads.iter().flat_map(|&h| h * head_dim..(h + 1) * head_dim).collect()
+}
+
+fn cat(parts: [Tensor; 2], dim: usize) -> Result<Tensor> {
+    Ok(Tensor::cat(&parts, dim)?)
+}
+
+/// `r_a·x_a + r_b·x_b` in f32, back in `x_a`'s dtype.
+fn weighted(x_a: &Tensor, x_b: &Tensor, r_a: f64) -> Result<Tensor> {
+    let dtype = x_a.dtype();
+    let a = (x_a.to_dtype(DType::F32)? * r_a)?;
+    let b = (x_b.to_dtype(DType::F32)? * (1.0 - r_a))?;
+    Ok((a + b)?.to_dtype(dtype)?)
+}
+
+fn mean_norm(a: &RmsNorm, b: &RmsNorm) -> Result<RmsNorm> {
+    Ok(RmsNorm { weight: weighted(&a.weight, &b.weight, 0.5)?, eps: a.eps })
+}
+
+/// Query heads kept for kept KV groups `kv` of a layer with `n_q` query and `n_kv` KV heads.
+pub fn kept_query_heads(kv: &[usize], n_q: usize, n_kv: usize, layout: GqaLayout) -> Vec<usize> {
+    let g = n_q / n_kv;
+    match layout {
+        GqaLayout::Grouped => kv.iter().flat_map(|&k| k * g..(k + 1) * g).collect(),
+        GqaLayout::Tiled => (0..n_q).filter(|h| kv.contains(&(h % n_kv))).collect(),
+    }
+}
+
+/// Rows `keep` of a linear (weight and bias) along its output.
+fn rows(l: &Linear, keep: &[usize]) -> Result<Linear> {
+    Ok(Linear::new(
+        take(&l.weight, 0, keep)?,
+        l.bias.as_ref().map(|b| take(b, 0, keep)).transpose()?,
+    ))
+}
+
+/// The merged layer of `a` then `b` under `plan`.
+pub fn concat_layers(
+    a: &DecoderLayer,
+    b: &DecoderLayer,
+    plan: &MergePlan,
+    layout: GqaLayout,
+) -> Result<DecoderLayer> {
+    let (aa, ab) = (&a.self_attn, &b.self_attn);
+    let dh = aa.head_dim;
+    if ab.head_dim != dh || aa.num_heads() / aa.num_kv_heads() != ab.num_heads() / ab.num_kv_heads()
+    {
+        return Err(Error::unsupported(
+            "merging layers with different head shapes",
+            "CoMe merges layers of one model",
+        ));
+    }
+    let r = plan.ratio;
+    let q_a = kept_query_heads(&plan.kv_a, aa.num_heads(), aa.num_kv_heads(), layout);
+    let q_b = kept_query_heads(&plan.kv_b, ab.num_heads(), ab.num_kv_heads(), layout);
+    let stack = |la: Linear, lb: Linear| -> Result<Linear> {
+        let bias = match (la.bias, lb.bias) {
+            (Some(x), Some(y)) => Some(cat([x, y], 0)?),
+            _ => None,
+        };
+        Ok(Linear::new(cat([la.weight, lb.weight], 0)?, bias))
+    };
+    let q_proj =
+        stack(rows(&aa.q_proj, &head_rows(&q_a, dh))?, rows(&ab.q_proj, &head_rows(&q_b, dh))?)?;
+    let k_proj = stack(
+        rows(&aa.k_proj, &head_rows(&plan.kv_a, dh))?,
+        rows(&ab.k_proj, &head_rows(&plan.kv_b, dh))?,
+    )?;
+    let v_proj = stack(
+        rows(&aa.v_proj, &head_rows(&plan.kv_a, dh))?,
+        rows(&ab.v_proj, &head_rows(&plan.kv_b, dh))?,
+    )?;
+    let o_proj = Linear::new(
+        cat(
+            [
+                take(&aa.o_proj.weight, 1, &head_rows(&q_a, dh))?,
+                take(&ab.o_proj.weight, 1, &head_rows(&q_b, dh))?,
+            ],
+            1,
+        )?,
+        match (&aa.o_proj.bias, &ab.o_proj.bias) {
+            (Some(x), Some(y)) => Some(weighted(x, y, r)?),
+            _ => None,
+        },
+    );
+    let head_norm = |x: &Option<RmsNorm>, y: &Option<RmsNorm>| -> Result<Option<RmsNorm>> {
+        match (x, y) {
+            (Some(x), Some(y)) => {
+                Ok(Some(RmsNorm { weight: weighted(&x.weight, &y.weight, r)?, eps: x.eps }))
+            }
+            _ => Ok(None),
+        }
+    };
+    let (ma, mb) = (&a.mlp, &b.mlp);
+    let down = Linear::new(
+        cat(
+            [
+                take(&ma.down_proj.weight, 1, &plan.ffn_a)?,
+                take(&mb.down_proj.weight, 1, &plan.ffn_b)?,
+            ],
+            1,
+        )?,
+        match (&ma.down_proj.bias, &mb.down_proj.bias) {
+            (Some(x), Some(y)) => Some(weighted(x, y, r)?),
+            _ => None,
+        },
+    );
+    Ok(DecoderLayer {
+        self_attn: Attention {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            q_norm: head_norm(&aa.q_norm, &ab.q_norm)?,
+            k_norm: head_norm(&aa.k_norm, &ab.k_norm)?,
+            head_dim: dh,
+        },
+        mlp: Mlp {
+            gate_proj: stack(rows(&ma.gate_proj, &plan.ffn_a)?, rows(&mb.gate_proj, &plan.ffn_b)?)?,
+            up_proj: stack(rows(&ma.up_proj, &plan.ffn_a)?, rows(&mb.up_proj, &plan.ffn_b)?)?,
+            down_proj: down,
+        },
+        input_layernorm: mean_norm(&a.input_layernorm, &b.input_layernorm)?,
+        post_attention_layernorm: mean_norm(
+            &a.post_attention_layernorm,
+            &b.post_attention_layernorm,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_follow_the_smaller_ratio() {
+        assert_eq!(budgets(10, 0.26), (2, 8));
+        assert_eq!(budgets(10, 0.74), (8, 2));
+        // A tie: the first layer gets the remainder.
+        assert_eq!(budgets(9, 0.5), (5, 4));
+        assert_eq!(budgets(3, 0.0), (0, 3));
+        assert_eq!(budgets(3, 1.0), (3, 0));
+    }
+
+    #[test]
+    fn top_n_keeps_index_order_and_breaks_ties_low() {
+        assert_eq!(top_n(&[0.1, 0.9, 0.5, 0.9, 0.0], 3), vec![1, 2, 3]);
+        assert_eq!(top_n(&[1.0, 1.0, 1.0], 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn query_heads_follow_their_kv_groups() {
+        // SmolLM2: 9 query heads, 3 KV heads, G = 3. Keeping KV group 1 keeps query heads 3..6.
+        assert_eq!(kept_query_heads(&[1], 9, 3, GqaLayout::Grouped), vec![3, 4, 5]);
+        assert_eq!(kept_query_heads(&[0, 2], 9, 3, GqaLayout::Grouped), vec![0, 1, 2, 6, 7, 8]);
+        // The released code tiles the mask: head h is kept when KV head h mod 3 is.
+        assert_eq!(kept_query_heads(&[1], 9, 3, GqaLayout::Tiled), vec![1, 4, 7]);
+        // With G = 1 the two agree.
+        assert_eq!(
+            kept_query_heads(&[0, 3], 4, 4, GqaLayout::Tiled),
+            kept_query_heads(&[0, 3], 4, 4, GqaLayout::Grouped)
+        );
+    }
+}

@@ -1,0 +1,26 @@
+/**
+ * Reshapes validated public options into what the binding takes (rolldown's
+ * `bindingify-input-options`): prune requests cross as the JSON of core's `PruneRequest`
+ * (`{method, options, target, calibration}`), which keeps one flat options object in the API and
+ * one typed struct per method in Rust.
+ */
+import type { AnalyzeOptions, CalibrationOptions, PruneOptions } from './config';
+import { sharedFile } from './paths';
+
+/** The default calibration text (METHODS.md §1; the papers calibrate on WikiText-2). */
+export const DEFAULT_CALIBRATION = 'data/text/wikitext2_valid_tokenized.txt';
+
+export function bindingifyCalibration(c: CalibrationOptions | undefined): CalibrationOptions {
+  const calibration = { ...(c ?? {}) };
+  if (calibration.file === undefined && calibration.text === undefined) calibration.file = sharedFile(DEFAULT_CALIBRATION);
+  return calibration;
+}
+
+export function bindingifyPrune(o: PruneOptions): string {
+  const { method, target, calibration, ...options } = o;
+  return JSON.stringify({ method, options, target, calibration: bindingifyCalibration(calibration) });
+}
+
+export function bindingifyAnalyze(o: AnalyzeOptions): string {
+  return JSON.stringify(bindingifyCalibration(o.calibration));
+}

@@ -1,0 +1,35 @@
+/**
+ * Heatmaps of layer-similarity matrices, drawn by vega-lite (rendered to SVG by vega, headless)
+ * and rasterised to PNG by resvg — no hand-drawn graphics.
+ */
+import { Resvg } from '@resvg/resvg-js';
+
+/** A square matrix with row/column labels as a vega-lite heatmap, as SVG. */
+export async function heatmapSvg(matrix: number[][], labels: string[], title: string): Promise<string> {
+  // vega and vega-lite are ES modules with top-level await: load them with import().
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
+  const values = matrix.flatMap((row, i) => row.map((v, j) => ({ a: labels[i], b: labels[j], i, j, v })));
+  const spec = vl.compile({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    data: { values },
+    mark: 'rect',
+    width: Math.max(200, 18 * labels.length),
+    height: Math.max(200, 18 * labels.length),
+    encoding: {
+      x: { field: 'b', type: 'ordinal', sort: labels, title: null },
+      y: { field: 'a', type: 'ordinal', sort: labels, title: null },
+      color: { field: 'v', type: 'quantitative', scale: { scheme: 'viridis' }, title: null },
+      tooltip: [{ field: 'a' }, { field: 'b' }, { field: 'v', format: '.4f' }],
+    },
+    config: { background: 'white' },
+  } as Parameters<typeof vl.compile>[0]).spec;
+  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
+  return view.toSVG();
+}
+
+/** PNG bytes of an SVG. */
+export function svgToPng(svg: string, scale = 2): Buffer {
+  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } }).render().asPng();
+}

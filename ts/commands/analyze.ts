@@ -1,0 +1,70 @@
+/**
+ * `layerfold analyze <model> --out <dir>`: layer-by-layer similarity (all-pairs cosine and linear
+ * CKA of HF states, METHODS.md §2.4) as `analysis.json` and heatmaps (`cosine.svg/png`,
+ * `cka.svg/png`).
+ */
+import path from 'node:path';
+import { Command, Option } from 'commander';
+
+import { loadModel } from '../index';
+import { AnalyzeOptionsSchema, CALIBRATION_KINDS, LoadOptionsSchema, validate } from '../config';
+import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { heatmapSvg, svgToPng } from '../charts';
+import { readConfigFile } from '../config-file';
+import { checkOutputFolder, writeFolderAtomically } from '../output';
+import { analysisTable } from '../report';
+import { printJson } from '../terminal';
+import { runCommand } from './run';
+
+const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('analyze')
+    .description('Layer-by-layer similarity (cosine, linear CKA) as JSON and heatmaps (SVG, PNG).')
+    .argument('<model>', 'model folder or .gguf file')
+    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
+    .addOption(new Option('--calib-kind <kind>', 'how samples are cut; default chunked').choices(CALIBRATION_KINDS))
+    .option('--seq-len <n>', 'tokens per sample; default 256', int)
+    .option('--samples <n>', 'samples; default 16', int)
+    .option('--seed <n>', 'seed; default 0', int)
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .option('--force', 'replace a non-empty output folder')
+    .option('--config <file>', 'options from a JSON or YAML file; flags override it')
+    .option('--json', 'print one JSON object');
+  addSchemaOptions(cmd, LoadOptionsSchema);
+  cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
+    const json = Boolean(opts.json);
+    await runCommand(json, async ({ signal, onProgress }) => {
+      const base = opts.config ? readConfigFile(opts.config as string) : {};
+      const calibration: Record<string, unknown> = { ...((base.calibration as Record<string, unknown>) ?? {}) };
+      for (const [flag, key] of [['calib', 'file'], ['calibKind', 'kind'], ['seqLen', 'seqLen'], ['samples', 'nSamples'], ['seed', 'seed']]) {
+        if (opts[flag] !== undefined) calibration[key] = opts[flag];
+      }
+      const options = validate(AnalyzeOptionsSchema, { ...base, calibration });
+      const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
+      const out = opts.out as string;
+      checkOutputFolder(out, Boolean(opts.force));
+      const started = performance.now();
+      await using model = await loadModel(modelPath, { ...load, signal, onProgress });
+      const analysis = await model.analyze({ ...options, signal, onProgress });
+      const name = path.basename(modelPath);
+      const cosineSvg = await heatmapSvg(analysis.cosine, analysis.states, `${name}: mean cosine of hidden states`);
+      const ckaSvg = await heatmapSvg(analysis.cka, analysis.states, `${name}: linear CKA of hidden states`);
+      const files = writeFolderAtomically(
+        out,
+        {
+          'analysis.json': JSON.stringify({ model: modelPath, ...analysis }, null, 2) + '\n',
+          'cosine.svg': cosineSvg,
+          'cosine.png': svgToPng(cosineSvg),
+          'cka.svg': ckaSvg,
+          'cka.png': svgToPng(ckaSvg),
+        },
+        Boolean(opts.force),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      if (json) return printJson({ out: path.resolve(out), files, states: analysis.states, tokens: analysis.tokens, seconds });
+      process.stdout.write(analysisTable(analysis) + `wrote ${files.join(', ')} to ${path.resolve(out)}\n`);
+    });
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * `layerfold prune <model> --method … (--remove-layers N | --ratio R | --threshold T) --out <dir>`:
+ * compress the model's depth and save it with its record (`layerfold.json`). Every option is
+ * validated before the model is loaded.
+ */
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { z } from 'zod';
+
+import { loadModel } from '../index';
+import { CALIBRATION_KINDS, DTYPES, LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, validate } from '../config';
+import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { readConfigFile } from '../config-file';
+import { checkOutputFolder } from '../output';
+import { pruneTable } from '../report';
+import { printJson } from '../terminal';
+import { runCommand } from './run';
+
+const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
+const num = (v: string) => (v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v);
+
+/** The flags of every method's own options, each named once. */
+const methodOptionSchemas = Object.values(METHOD_OPTIONS).map((shape) => z.strictObject(shape));
+
+/** Options from `--config`, overridden by flags, in the API's shape. */
+export function pruneOptionsFromCli(opts: Record<string, unknown>): Record<string, unknown> {
+  const base = opts.config ? readConfigFile(opts.config as string) : {};
+  const merged: Record<string, unknown> = { ...base };
+  if (opts.method !== undefined) merged.method = opts.method;
+  const target = { removeLayers: opts.removeLayers, ratio: opts.ratio, threshold: opts.threshold };
+  if (Object.values(target).some((v) => v !== undefined)) {
+    merged.target = Object.fromEntries(Object.entries(target).filter(([, v]) => v !== undefined));
+  }
+  const calibration: Record<string, unknown> = { ...((base.calibration as Record<string, unknown>) ?? {}) };
+  for (const [flag, key] of [['calib', 'file'], ['calibKind', 'kind'], ['seqLen', 'seqLen'], ['samples', 'nSamples'], ['seed', 'seed']]) {
+    if (opts[flag] !== undefined) calibration[key] = opts[flag];
+  }
+  if (Object.keys(calibration).length > 0) merged.calibration = calibration;
+  for (const schema of methodOptionSchemas) Object.assign(merged, pickSchemaOptions(schema, opts));
+  return merged;
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('prune')
+    .description('Compress the depth of a model and save it with its merge record and report (layerfold.json).')
+    .argument('<model>', 'model folder or .gguf file')
+    .addOption(new Option('--method <method>', 'the method (METHODS.md §3)').choices(METHOD_NAMES))
+    .option('--remove-layers <n>', 'target: layers to remove', int)
+    .option('--ratio <r>', 'target: fraction of the parameters to remove, in (0, 1)', num)
+    .option('--threshold <t>', 'target (laco, slm): the output-similarity threshold T', num)
+    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
+    .addOption(new Option('--calib-kind <kind>', "how calibration samples are cut; default: the method's").choices(CALIBRATION_KINDS))
+    .option('--seq-len <n>', "calibration tokens per sample; default: the method's", int)
+    .option('--samples <n>', "calibration samples; default: the method's", int)
+    .option('--seed <n>', 'calibration seed; default 0', int)
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .addOption(new Option('--dtype <dtype>', "dtype of the saved weights; default: the model's").choices(DTYPES))
+    .option('--force', 'replace a non-empty output folder')
+    .option('--config <file>', 'options from a JSON or YAML file; flags override it')
+    .option('--json', 'print one JSON object');
+  for (const schema of methodOptionSchemas) addSchemaOptions(cmd, schema);
+  addSchemaOptions(cmd, LoadOptionsSchema, ['dtype']);
+  cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
+    const json = Boolean(opts.json);
+    await runCommand(json, async ({ signal, onProgress }) => {
+      const options = validate(PruneOptionsSchema, pruneOptionsFromCli(opts));
+      const load = validate(LoadOptionsSchema, { device: opts.device });
+      const out = opts.out as string;
+      checkOutputFolder(out, Boolean(opts.force));
+      await using model = await loadModel(modelPath, { ...load, signal, onProgress });
+      const result = await model.prune({ ...options, signal, onProgress });
+      await using pruned = result.model;
+      await pruned.save(out, { dtype: opts.dtype as never, force: Boolean(opts.force), signal, onProgress });
+      const { model: _handle, ...summary } = result;
+      if (json) return printJson({ ...summary, out: path.resolve(out) });
+      process.stdout.write(pruneTable(summary, path.resolve(out)));
+    });
+  });
+}

@@ -1,0 +1,43 @@
+/** Readable renderings of reports for the terminal. */
+import type { Analysis, Origin, PruneSummary } from './index';
+
+const fmt = (x: number | null) =>
+  x === null ? 'n/a' : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(3) : x.toFixed(4));
+const origin = (o: Origin): string => (Array.isArray(o) ? `[${o.map(origin).join(',')}]` : String(o));
+
+/** The merge record and the per-step report of a prune, as text. */
+export function pruneTable(s: PruneSummary, out?: string): string {
+  const lines: string[] = [];
+  lines.push(`${s.method}: ${s.layersBefore} → ${s.layersAfter} layers, ${s.parametersBefore.toLocaleString('en-US')} → ${s.parametersAfter.toLocaleString('en-US')} parameters, ${s.seconds.toFixed(1)} s`);
+  if (s.calibration) {
+    const c = s.calibration;
+    lines.push(`calibration: ${c.kind}, ${c.nSamples} × ${c.seqLen} tokens (${c.tokens} in all) from ${c.source}, seed ${c.seed}`);
+  }
+  if (s.report.threshold) {
+    const t = s.report.threshold;
+    lines.push(`threshold: T = ${fmt(t.threshold)} gives ${t.layers} layers (target ${t.targetLayers}, ${t.exact ? 'exact' : 'not exact'}; ${t.tried.length} tried)`);
+  }
+  lines.push(`score: ${s.report.score}`);
+  s.report.steps.forEach((step, k) => {
+    lines.push(`step ${k + 1}: ${step.decision}`);
+    if (step.candidates.length > 1) {
+      for (const c of step.candidates) {
+        lines.push(`  ${c.chosen ? '*' : ' '} layers ${c.layers.join(',').padEnd(12)} original ${c.original.join(',').padEnd(14)} ${fmt(c.score)}`);
+      }
+    }
+  });
+  lines.push(`record (new layer ← original layers, 0-based): ${s.record.map((o, i) => `${i}←${origin(o)}`).join(' ')}`);
+  for (const w of s.report.warnings) lines.push(`warning: ${w}`);
+  if (out) lines.push(`saved to ${out}`);
+  return lines.join('\n') + '\n';
+}
+
+/** Adjacent-layer similarity and BI of an analysis, as text. */
+export function analysisTable(a: Analysis): string {
+  const lines = [`${a.states.length - 1} layers, ${a.tokens} calibration tokens (${a.calibration.kind}, ${a.calibration.nSamples} × ${a.calibration.seqLen})`];
+  lines.push('layer  cos(h_i, h_i+1)  CKA(h_i, h_i+1)  BI');
+  a.adjacentCosine.forEach((c, i) => {
+    lines.push(`${String(i).padStart(5)}  ${fmt(c).padStart(15)}  ${fmt(a.cka[i][i + 1]).padStart(15)}  ${fmt(a.blockInfluence[i])}`);
+  });
+  return lines.join('\n') + '\n';
+}

@@ -8,7 +8,9 @@
 //
 // Calibration: the methods' reference settings where they fit a 2-core CPU (LaCo: 5 sentences;
 // SLM: 10 sampled windows of 128 tokens); drop-bi and drop-angular use 32 chunked windows of 512
-// tokens and SLEB 8 sampled windows of 128 instead of 128 × 2048 (hours here). Perplexity uses the
+// tokens and SLEB 8 sampled windows of 128 instead of 128 × 2048 (hours here); CoMe uses 32
+// chunked windows of 512 and CoMe-P 4 (its 21 ratio trials per merge each run the model from the
+// merged layer) instead of 256 × 2048. Perplexity uses the
 // first `--windows` windows of the test split (all 589 with --windows 0).
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +29,7 @@ const { values: a } = parseArgs({
     windows: { type: 'string', default: '64' },
     'skip-speed': { type: 'boolean', default: false },
     'skip-table': { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const remove = Number(a.remove);
@@ -46,13 +49,15 @@ const runs = [
   ['sleb', { calibration: { kind: 'sampled', seqLen: 128, nSamples: 8 } }],
   ['laco', {}],
   ['slm', {}],
+  ['come', { calibration: chunked }],
+  ['come-p', { calibration: { kind: 'chunked', seqLen: 512, nSamples: 4 } }],
 ];
 
 const rows = [];
 if (!a['skip-table']) {
   log(`dense model: perplexity…`);
   rows.push({ method: 'dense', layers, removed: 0, ppl: await ppl(model), seconds: 0, detail: '' });
-  for (const [method, extra] of runs) {
+  for (const [method, extra] of runs.filter(([m]) => !a.only || a.only.split(',').includes(m))) {
     log(`${method}: pruning ${layers} → ${layers - remove}…`);
     const r = await model.prune({ method, target: { removeLayers: remove }, ...extra });
     const t = r.report.threshold;

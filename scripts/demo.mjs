@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// The quick-start demo on a small real model: SmolLM2-135M-Instruct (30 layers, GGUF Q4_1) from the
-// model cache; its summary; then 30 → 21 layers by ShortGPT's block-influence drop (drop-bi) and by
-// SLM's sliding merge, with WikiText-2 perplexity before and after.
+// The quick-start demo, the headline job on a small real model: SmolLM2-135M-Instruct (30 layers,
+// GGUF Q4_1) from the model cache, 30 → 21 layers by CoMe, beside ShortGPT's block-influence drop
+// (drop-bi), LaCo and SLM at the same size; WikiText-2 perplexity of each and of the dense model in
+// one table; the CoMe model saved as a Hugging Face folder (out/smollm2-come-21 by default).
 //
 //   npm run demo            (fetches the model first)
-//   node scripts/demo.mjs [--windows N] [--seq-len N] [--remove N]
+//   node scripts/demo.mjs [--windows N] [--seq-len N] [--remove N] [--out DIR]
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     windows: { type: 'string', default: '8' },
     'seq-len': { type: 'string', default: '512' },
     remove: { type: 'string', default: '9' },
+    out: { type: 'string', default: path.join('out', 'smollm2-come-21') },
   },
 });
 const modelPath = path.join(cacheDir(), 'SmolLM2-135M-Instruct.Q4_1.gguf');
@@ -48,13 +50,20 @@ const perplexity = async (m, label) => {
   return r.ppl;
 };
 const rows = [['dense', info.numLayers, await perplexity(model, 'dense'), 0]];
+// Calibration: 8 chunked windows of 512 tokens for CoMe and drop-bi (the papers use 128–256 windows
+// of 2048, hours on a laptop CPU); LaCo and SLM use their references' own (5 sentences; 10 × 128).
+const calibration = { kind: 'chunked', seqLen: 512, nSamples: 8 };
+let saved;
 for (const [method, extra] of [
-  ['drop-bi', { calibration: { seqLen: 512, nSamples: 8 } }],
+  ['come', { calibration }],
+  ['drop-bi', { calibration }],
+  ['laco', {}],
   ['slm', {}],
 ]) {
   const r = await model.prune({ method, target: { removeLayers: remove }, ...extra, onProgress: progress(method) });
   clear();
   rows.push([method, r.layersAfter, await perplexity(r.model, method), r.seconds, r.record]);
+  if (method === 'come') saved = await r.model.save(values.out, { force: true });
   await r.model.dispose();
 }
 console.log(`\n  WikiText-2 perplexity, seqLen ${seqLen}, first ${maxWindows} windows:`);
@@ -63,5 +72,6 @@ for (const [method, layers, ppl, seconds, record] of rows) {
   const rec = record ? JSON.stringify(record) : '';
   console.log(`  ${method.padEnd(8)}  ${String(layers).padStart(6)}  ${ppl.toFixed(2).padStart(10)}  ${seconds.toFixed(1).padStart(7)}  ${rec}`);
 }
+console.log(`\n  CoMe model saved to ${saved.path} (${saved.files.join(', ')})`);
 await model.dispose();
 console.log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);

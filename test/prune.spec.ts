@@ -116,6 +116,19 @@ describe('layerfold prune', () => {
     expect(r.json().calibration).toMatchObject({ nSamples: 3, seqLen: 32, kind: 'sentences' });
   });
 
+  it('exposes CoMe\'s options as flags, noRepeat as --no-repeat / --repeat', () => {
+    const dir = tmpDir();
+    const come = (name: string, ...args: string[]) =>
+      run('prune', stories(), '--method', 'come', '--remove-layers', '3', '--seq-len', '64', '--samples', '2', '--out', path.join(dir, name), '--json', ...args);
+    const lifted = come('a', '--repeat', '--gqa-layout', 'tiled');
+    expect(lifted.status, lifted.stderr).toBe(0);
+    expect(lifted.json().options).toEqual({ noRepeat: false, gqaLayout: 'tiled', prefixCache: true });
+    expect(lifted.json().layersAfter).toBe(2);
+    const kept = come('b', '--no-repeat');
+    expect(kept.json().options.noRepeat).toBe(true);
+    expect(kept.json().report.warnings.join(' ')).toMatch(/noRepeat lifted/);
+  });
+
   it('fails before loading the model on bad options or a non-empty output folder', () => {
     const dir = tmpDir();
     const bad = (args: string[], code: string, status: number, field?: string) => {

@@ -14,6 +14,10 @@ interface JsonProperty {
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
+/** `noRepeat` → `repeat`: commander reads `--no-x` as the negation of `x`, so a boolean key
+ * named `noX` is exposed as `--x` / `--no-x` and inverted when read back. */
+const negated = (key: string) => (/^no[A-Z]/.test(key) ? key[2].toLowerCase() + key.slice(3) : undefined);
+
 function propertiesOf(schema: z.ZodType): [string, JsonProperty][] {
   const json = z.toJSONSchema(schema) as { properties?: Record<string, JsonProperty> };
   return Object.entries(json.properties ?? {});
@@ -24,8 +28,16 @@ export function addSchemaOptions(cmd: Command, schema: z.ZodType, skip: string[]
   for (const [key, prop] of propertiesOf(schema)) {
     if (skip.includes(key) || cmd.options.some((o) => o.attributeName() === key)) continue;
     if (prop.type === 'boolean') {
-      cmd.addOption(new Option(`--${kebab(key)}`, prop.description ?? ''));
-      cmd.addOption(new Option(`--no-${kebab(key)}`, `Set ${kebab(key)} to false.`));
+      const base = negated(key);
+      if (base) {
+        if (cmd.options.some((o) => o.attributeName() === base)) continue;
+        // The positive flag first: commander then leaves the value unset when neither is given.
+        cmd.addOption(new Option(`--${kebab(base)}`, `Set ${key} to false.`));
+        cmd.addOption(new Option(`--no-${kebab(base)}`, prop.description ?? ''));
+      } else {
+        cmd.addOption(new Option(`--${kebab(key)}`, prop.description ?? ''));
+        cmd.addOption(new Option(`--no-${kebab(key)}`, `Set ${key} to false.`));
+      }
       continue;
     }
     const flag = `--${kebab(key)} <${prop.type === 'integer' || prop.type === 'number' ? 'n' : 'value'}>`;
@@ -44,7 +56,30 @@ export function addSchemaOptions(cmd: Command, schema: z.ZodType, skip: string[]
 export function pickSchemaOptions(schema: z.ZodType, opts: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key] of propertiesOf(schema)) {
-    if (opts[key] !== undefined) out[key] = opts[key];
+    const base = negated(key);
+    if (base && opts[base] !== undefined) out[key] = !opts[base];
+    else if (opts[key] !== undefined) out[key] = opts[key];
   }
   return out;
+}
+
+const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
+
+/** The calibration flags shared by `prune` and `analyze`; `defaults` describes each command's. */
+export function addCalibrationOptions(cmd: Command, defaults: { kind: string; seqLen: string; samples: string }): Command {
+  return cmd
+    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
+    .addOption(new Option('--calib-kind <kind>', `how calibration samples are cut; default ${defaults.kind}`).choices(['chunked', 'sampled', 'sentences']))
+    .option('--seq-len <n>', `calibration tokens per sample; default ${defaults.seqLen}`, int)
+    .option('--samples <n>', `calibration samples; default ${defaults.samples}`, int)
+    .option('--seed <n>', 'calibration seed; default 0', int);
+}
+
+/** `base.calibration` (from --config) with the calibration flags laid over it. */
+export function calibrationFromCli(opts: Record<string, unknown>, base: Record<string, unknown>): Record<string, unknown> {
+  const calibration: Record<string, unknown> = { ...((base.calibration as Record<string, unknown>) ?? {}) };
+  for (const [flag, key] of [['calib', 'file'], ['calibKind', 'kind'], ['seqLen', 'seqLen'], ['samples', 'nSamples'], ['seed', 'seed']]) {
+    if (opts[flag] !== undefined) calibration[key] = opts[flag];
+  }
+  return calibration;
 }

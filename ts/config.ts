@@ -98,6 +98,16 @@ const prefixCache = z
   .optional()
   .describe('Score candidates from the first changed layer on cached inputs (false: a full forward each, for benchmarks). Default true.');
 
+const noRepeat = z.boolean().optional().describe('Never merge a layer that is already a merge, as published. Default true.');
+const gqaLayout = z
+  .enum(['grouped', 'tiled'])
+  .optional()
+  .describe("Query heads follow their KV groups (grouped, GQA-correct) or the released code's tiled layout. Default grouped.");
+const comePrefixCache = z
+  .boolean()
+  .optional()
+  .describe('Re-score only from the merged layer on cached inputs (false: the whole model each step). Default true.');
+
 /** Each method's own options (METHODS.md §3); the ids are the core registry's. */
 export const METHOD_OPTIONS = {
   'drop-bi': {
@@ -118,28 +128,12 @@ export const METHOD_OPTIONS = {
     prefixCache,
   },
   slm: { merge, prefixCache },
-  come: {
-    noRepeat: z.boolean().optional().describe('Never merge a layer that is already a merge, as published. Default true.'),
-    gqaLayout: z
-      .enum(['grouped', 'tiled'])
-      .optional()
-      .describe("Query heads follow their KV groups (grouped, GQA-correct) or the released code's tiled layout. Default grouped."),
-    prefixCache: z
-      .boolean()
-      .optional()
-      .describe('Re-score only from the merged layer on cached inputs (false: the whole model each step). Default true.'),
-  },
+  come: { noRepeat, gqaLayout, prefixCache: comePrefixCache },
   'come-p': {
     grid: positiveInt().optional().describe('g: merge ratios k/g, k = 0..g, are tried by calibration loss. Default 20.'),
-    noRepeat: z.boolean().optional().describe('Never merge a layer that is already a merge, as published. Default true.'),
-    gqaLayout: z
-      .enum(['grouped', 'tiled'])
-      .optional()
-      .describe("Query heads follow their KV groups (grouped, GQA-correct) or the released code's tiled layout. Default grouped."),
-    prefixCache: z
-      .boolean()
-      .optional()
-      .describe('Re-score only from the merged layer on cached inputs (false: the whole model each step). Default true.'),
+    noRepeat,
+    gqaLayout,
+    prefixCache: comePrefixCache,
   },
 } as const;
 

@@ -4,11 +4,11 @@
  * `cka.svg/png`).
  */
 import path from 'node:path';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 
 import { loadModel } from '../index';
-import { AnalyzeOptionsSchema, CALIBRATION_KINDS, LoadOptionsSchema, validate } from '../config';
-import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { AnalyzeOptionsSchema, LoadOptionsSchema, validate } from '../config';
+import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
 import { heatmapSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
 import { checkOutputFolder, writeFolderAtomically } from '../output';
@@ -16,18 +16,12 @@ import { analysisTable } from '../report';
 import { printJson } from '../terminal';
 import { runCommand } from './run';
 
-const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
-
 export function register(program: Command): void {
   const cmd = program
     .command('analyze')
     .description('Layer-by-layer similarity (cosine, linear CKA) as JSON and heatmaps (SVG, PNG).')
-    .argument('<model>', 'model folder or .gguf file')
-    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
-    .addOption(new Option('--calib-kind <kind>', 'how samples are cut; default chunked').choices(CALIBRATION_KINDS))
-    .option('--seq-len <n>', 'tokens per sample; default 256', int)
-    .option('--samples <n>', 'samples; default 16', int)
-    .option('--seed <n>', 'seed; default 0', int)
+    .argument('<model>', 'model folder or .gguf file');
+  addCalibrationOptions(cmd, { kind: 'chunked', seqLen: '256', samples: '16' })
     .requiredOption('--out <dir>', 'output folder (written atomically)')
     .option('--force', 'replace a non-empty output folder')
     .option('--config <file>', 'options from a JSON or YAML file; flags override it')
@@ -37,10 +31,7 @@ export function register(program: Command): void {
     const json = Boolean(opts.json);
     await runCommand(json, async ({ signal, onProgress }) => {
       const base = opts.config ? readConfigFile(opts.config as string) : {};
-      const calibration: Record<string, unknown> = { ...((base.calibration as Record<string, unknown>) ?? {}) };
-      for (const [flag, key] of [['calib', 'file'], ['calibKind', 'kind'], ['seqLen', 'seqLen'], ['samples', 'nSamples'], ['seed', 'seed']]) {
-        if (opts[flag] !== undefined) calibration[key] = opts[flag];
-      }
+      const calibration = calibrationFromCli(opts, base);
       const options = validate(AnalyzeOptionsSchema, { ...base, calibration });
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
       const out = opts.out as string;

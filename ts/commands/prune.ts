@@ -8,8 +8,8 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 
 import { loadModel } from '../index';
-import { CALIBRATION_KINDS, DTYPES, LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, validate } from '../config';
-import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { DTYPES, LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, validate } from '../config';
+import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
 import { readConfigFile } from '../config-file';
 import { checkOutputFolder } from '../output';
 import { pruneTable } from '../report';
@@ -31,10 +31,7 @@ export function pruneOptionsFromCli(opts: Record<string, unknown>): Record<strin
   if (Object.values(target).some((v) => v !== undefined)) {
     merged.target = Object.fromEntries(Object.entries(target).filter(([, v]) => v !== undefined));
   }
-  const calibration: Record<string, unknown> = { ...((base.calibration as Record<string, unknown>) ?? {}) };
-  for (const [flag, key] of [['calib', 'file'], ['calibKind', 'kind'], ['seqLen', 'seqLen'], ['samples', 'nSamples'], ['seed', 'seed']]) {
-    if (opts[flag] !== undefined) calibration[key] = opts[flag];
-  }
+  const calibration = calibrationFromCli(opts, base);
   if (Object.keys(calibration).length > 0) merged.calibration = calibration;
   for (const schema of methodOptionSchemas) Object.assign(merged, pickSchemaOptions(schema, opts));
   return merged;
@@ -48,12 +45,8 @@ export function register(program: Command): void {
     .addOption(new Option('--method <method>', 'the method (METHODS.md §3)').choices(METHOD_NAMES))
     .option('--remove-layers <n>', 'target: layers to remove', int)
     .option('--ratio <r>', 'target: fraction of the parameters to remove, in (0, 1)', num)
-    .option('--threshold <t>', 'target (laco, slm): the output-similarity threshold T', num)
-    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
-    .addOption(new Option('--calib-kind <kind>', "how calibration samples are cut; default: the method's").choices(CALIBRATION_KINDS))
-    .option('--seq-len <n>', "calibration tokens per sample; default: the method's", int)
-    .option('--samples <n>', "calibration samples; default: the method's", int)
-    .option('--seed <n>', 'calibration seed; default 0', int)
+    .option('--threshold <t>', 'target (laco, slm): the output-similarity threshold T', num);
+  addCalibrationOptions(cmd, { kind: "the method's", seqLen: "the method's", samples: "the method's" })
     .requiredOption('--out <dir>', 'output folder (written atomically)')
     .addOption(new Option('--dtype <dtype>', "dtype of the saved weights; default: the model's").choices(DTYPES))
     .option('--force', 'replace a non-empty output folder')

@@ -129,26 +129,9 @@ pub fn run(
 ) -> Result<MethodOutput> {
     let cache = StateCache::build(model, required(calib)?, ctx)?;
     let mut memo = Memo::new();
-    let mut report = Report::new("output similarity S to the original (mean cosine of vec(ĥ))");
-    let t = match goal {
-        Goal::Threshold(t) => t,
-        Goal::Remove(k) => {
-            let target = model.num_layers() - k;
-            let search = threshold::search(target, |t| {
-                Ok(merge_once(model, cfg, t, &cache, &mut memo, ctx)?.model.num_layers())
-            })?;
-            if !search.exact {
-                report.warnings.push(format!(
-                    "no threshold gives {target} layers; the closest, {} layers, came from T = {:.4}",
-                    search.layers, search.threshold
-                ));
-            }
-            let t = search.threshold;
-            report.threshold = Some(search);
-            t
-        }
-    };
-    let run = merge_once(model, cfg, t, &cache, &mut memo, ctx)?;
-    report.steps = run.steps;
-    Ok(MethodOutput { model: run.model, report })
+    let report = Report::new("output similarity S to the original (mean cosine of vec(ĥ))");
+    threshold::run_for_goal(model, goal, report, |t| {
+        let run = merge_once(model, cfg, t, &cache, &mut memo, ctx)?;
+        Ok((run.model, run.steps))
+    })
 }

@@ -4,7 +4,37 @@
 //! whether it is exact.
 
 use crate::error::Result;
-use crate::methods::ThresholdSearch;
+use crate::methods::{Goal, MethodOutput, Report, Step, ThresholdSearch};
+use crate::model::Model;
+
+/// Runs a threshold method (`once(T)` → pruned model and its steps) for `goal`: at the given
+/// threshold, or at the one [`search`] finds for a layer target, recorded in the report.
+pub fn run_for_goal(
+    model: &Model,
+    goal: Goal,
+    mut report: Report,
+    mut once: impl FnMut(f64) -> Result<(Model, Vec<Step>)>,
+) -> Result<MethodOutput> {
+    let t = match goal {
+        Goal::Threshold(t) => t,
+        Goal::Remove(k) => {
+            let target = model.num_layers() - k;
+            let found = search(target, |t| Ok(once(t)?.0.num_layers()))?;
+            if !found.exact {
+                report.warnings.push(format!(
+                    "no threshold gives {target} layers; the closest, {} layers, came from T = {:.4}",
+                    found.layers, found.threshold
+                ));
+            }
+            let t = found.threshold;
+            report.threshold = Some(found);
+            t
+        }
+    };
+    let (pruned, steps) = once(t)?;
+    report.steps = steps;
+    Ok(MethodOutput { model: pruned, report })
+}
 
 /// Bisection steps: brackets `[−1, 1]` down to about 1e-3.
 const BISECTIONS: usize = 11;

@@ -41,11 +41,15 @@ pub struct MergePlan {
 /// the other the remainder; on a tie the first layer gets the remainder (METHODS.md §3.4).
 pub fn budgets(width: usize, ratio_a: f64) -> (usize, usize) {
     let ratio_b = 1.0 - ratio_a;
+    // `N·r` is meant exactly: CoMe-P's grid ratios (`k/g`) and `1 − r_a` land a hair below an
+    // integer in floating point (5 · (1 − 0.8) = 0.999…), which a bare floor turns into one channel
+    // or KV group too few.
+    let floor = |r: f64| (width as f64 * r + 1e-9).floor().min(width as f64) as usize;
     if ratio_a < ratio_b {
-        let n_a = (width as f64 * ratio_a).floor() as usize;
+        let n_a = floor(ratio_a);
         (n_a, width - n_a)
     } else {
-        let n_b = (width as f64 * ratio_b).floor() as usize;
+        let n_b = floor(ratio_b);
         (width - n_b, n_b)
     }
 }
@@ -223,6 +227,24 @@ mod tests {
         assert_eq!(budgets(9, 0.5), (5, 4));
         assert_eq!(budgets(3, 0.0), (0, 3));
         assert_eq!(budgets(3, 1.0), (3, 0));
+        // Grid ratios are exact: 1 − 0.8 is 0.19999999999999996 in f64.
+        assert_eq!(budgets(5, 0.8), (4, 1));
+        assert_eq!(budgets(10, 0.9), (9, 1));
+        assert_eq!(budgets(2560, 0.55), (1408, 1152));
+        for g in [10usize, 20, 40] {
+            for k in 0..=g {
+                for width in [1usize, 3, 5, 10, 64, 1536, 2560] {
+                    let small = width * k.min(g - k) / g;
+                    let expected =
+                        if 2 * k < g { (small, width - small) } else { (width - small, small) };
+                    assert_eq!(
+                        budgets(width, k as f64 / g as f64),
+                        expected,
+                        "width {width}, r = {k}/{g}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

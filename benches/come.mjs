@@ -3,6 +3,7 @@
 // stage (load, calibration forward, scoring, merge, save) and the process's peak RSS.
 //
 //   npm run bench:come -- [--remove 9] [--seq-len 512] [--samples 32] [--method come|come-p]
+//   LAYERFOLD_STATE_CACHE_BYTES=N npm run bench:come   (cap the cached layer inputs: checkpoints)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,6 +48,7 @@ console.log('| stage | seconds | share |');
 console.log('| --- | --- | --- |');
 for (const [k, v] of Object.entries(stages)) console.log(`| ${k} | ${v.toFixed(2)} | ${((100 * v) / total).toFixed(1)} % |`);
 console.log(`| total (wall) | ${total.toFixed(2)} | |`);
+for (const w of r.report.warnings) console.log(`note: ${w}`);
 console.log(`peak RSS ${peakMb().toFixed(0)} MB; prune() itself reported ${r.seconds.toFixed(2)} s`);
 console.log(JSON.stringify({ method: a.method, stages, total, peakRssMb: peakMb(), record: r.record }));
 await r.model.dispose();

@@ -68,6 +68,7 @@ type ProgressFn = dyn Fn(Progress) + Send + Sync;
 pub struct RunContext {
     progress: Option<Arc<ProgressFn>>,
     cancel: CancelToken,
+    state_cache_bytes: Option<usize>,
 }
 
 impl RunContext {
@@ -83,6 +84,17 @@ impl RunContext {
     pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
         self.cancel = cancel;
         self
+    }
+
+    /// Caps the memory of cached calibration states (see `methods::candidates::StateCache`);
+    /// by default `LAYERFOLD_STATE_CACHE_BYTES`, else half of the available memory.
+    pub fn with_state_cache_budget(mut self, bytes: usize) -> Self {
+        self.state_cache_bytes = Some(bytes);
+        self
+    }
+
+    pub fn state_cache_budget(&self) -> Option<usize> {
+        self.state_cache_bytes
     }
 
     pub fn report(&self, stage: Stage, done: u64, total: u64) {

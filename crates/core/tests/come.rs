@@ -9,7 +9,7 @@ use layerfold_core::calib::{
     CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet,
 };
 use layerfold_core::methods::concat::{concat_layers, kept_query_heads, GqaLayout, MergePlan};
-use layerfold_core::methods::{prune, PruneRequest, Target};
+use layerfold_core::methods::{prune, PruneRequest, PruneSummary, Target};
 use layerfold_core::model::decoder::{DecoderLayer, NoObserver, RmsNorm, TokenBatch};
 use layerfold_core::model::origin::Origin;
 use layerfold_core::score::channel_sensitivity::ChannelActivity;
@@ -241,15 +241,26 @@ fn progressive_merges_record_a_tree_and_respect_no_repeat() {
 #[test]
 fn rescoring_from_the_merged_layer_equals_a_full_rescore() {
     let model = load(&shared("models/stories260K"));
-    let run = |cache: bool| {
-        prune(
-            &model,
-            &come_request("come", serde_json::json!({"prefixCache": cache}), 2),
-            &RunContext::new(),
-        )
-        .unwrap()
+    let run = |cache: bool, budget: Option<usize>| {
+        let ctx = match budget {
+            Some(bytes) => RunContext::new().with_state_cache_budget(bytes),
+            None => RunContext::new(),
+        };
+        prune(&model, &come_request("come", serde_json::json!({"prefixCache": cache}), 2), &ctx)
+            .unwrap()
     };
-    let ((a, sa), (b, sb)) = (run(true), run(false));
+    let (b, sb) = run(false, None);
+    // The full cache, a checkpointed one (h_0, h_2, h_4 of 5 layers + h_5 needs 3 of 6 inputs) and
+    // h_0 alone: the same merges, scores and weights as re-running the whole model each step.
+    let per_input = 4 * 64 * model.config.hidden_size * 4; // 4 windows × 64 tokens × d × f32
+    for budget in [None, Some(3 * per_input), Some(0)] {
+        let (a, sa) = run(true, budget);
+        assert_eq!(sa.report.warnings.iter().any(|w| w.contains("state cache")), budget.is_some());
+        check_same_run(&a, &sa, &b, &sb);
+    }
+}
+
+fn check_same_run(a: &Model, sa: &PruneSummary, b: &Model, sb: &PruneSummary) {
     assert_eq!(a.origins, b.origins);
     for (x, y) in sa.report.steps.iter().zip(&sb.report.steps) {
         for (c, d) in x.candidates.iter().zip(&y.candidates) {
@@ -265,7 +276,7 @@ fn rescoring_from_the_merged_layer_equals_a_full_rescore() {
         let h = m.lm.forward(&m.config, &batch, &mut NoObserver, &|| Ok(())).unwrap();
         m.lm.logits(&h).unwrap().to_dtype(DType::F32).unwrap()
     };
-    assert_eq!(max_abs(&logits(&a), &logits(&b)), 0.0);
+    assert_eq!(max_abs(&logits(a), &logits(b)), 0.0);
 }
 
 #[test]

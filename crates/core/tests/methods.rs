@@ -219,17 +219,23 @@ fn drop_methods_remove_what_their_scores_say() {
 }
 
 #[test]
-fn sleb_and_laco_score_the_same_with_and_without_the_prefix_cache() {
+fn sleb_laco_and_slm_score_the_same_with_and_without_the_prefix_cache() {
     let model = load(&shared("models/stories260K"));
-    for (method, calib) in [
-        ("sleb", calibration(CalibrationKind::Sampled, 64, 3)),
-        ("laco", calibration(CalibrationKind::Sentences, 32, 5)),
+    // A budget of 0 bytes keeps only h_0 in LaCo's and SLM's state cache: every candidate then runs
+    // from the embeddings, through the same code path as the cached prefix.
+    for (method, calib, budget) in [
+        ("sleb", calibration(CalibrationKind::Sampled, 64, 3), None),
+        ("laco", calibration(CalibrationKind::Sentences, 32, 5), None),
+        ("laco", calibration(CalibrationKind::Sentences, 32, 5), Some(0)),
+        ("slm", calibration(CalibrationKind::Sampled, 64, 3), Some(0)),
     ] {
         let run = |cache: bool| {
             let opts = serde_json::json!({"prefixCache": cache});
-            prune(&model, &request(method, opts, remove(2), calib.clone()), &RunContext::new())
-                .unwrap()
-                .1
+            let ctx = match budget {
+                Some(bytes) if cache => RunContext::new().with_state_cache_budget(bytes),
+                _ => RunContext::new(),
+            };
+            prune(&model, &request(method, opts, remove(2), calib.clone()), &ctx).unwrap().1
         };
         let (a, b) = (run(true), run(false));
         let scores = |s: &layerfold_core::methods::PruneSummary| -> Vec<f64> {

@@ -13,30 +13,62 @@ use crate::model::decoder::{
 use crate::model::Model;
 use crate::score::output_similarity::sample_similarities;
 
-/// One calibration batch with the original model's states: the input of every layer
-/// (`h_0…h_L`) and the post-norm output `ĥ`.
+/// One calibration batch with the original model's states: the input of every checkpoint layer
+/// (see [`StateCache`]) and the post-norm output `ĥ`.
 pub struct CachedBatch {
     pub batch: TokenBatch,
     pub ctx: ForwardContext,
-    pub inputs: Vec<Tensor>,
+    /// `inputs[i]`: the input of layer `i` (`h_0…h_L`) where `i` is a checkpoint, else `None`.
+    inputs: Vec<Option<Tensor>>,
     pub output: Tensor,
 }
 
-/// The original model's states on a calibration set, computed once.
-pub struct StateCache {
-    pub batches: Vec<CachedBatch>,
+impl CachedBatch {
+    /// The checkpoint at or below `layer` and its input. A model that equals the cached one below
+    /// `layer` runs from there; the layers between the checkpoint and `layer` are recomputed.
+    pub fn start(&self, layer: usize) -> (usize, Tensor) {
+        (0..=layer)
+            .rev()
+            .find_map(|i| self.inputs[i].clone().map(|h| (i, h)))
+            .expect("layer 0's input is always kept")
+    }
+
+    /// Replaces the states from layer `from` on with those of a pass that started there.
+    pub(crate) fn refresh(&mut self, from: usize, rec: Recorder) {
+        self.inputs.truncate(from);
+        self.inputs.extend(rec.inputs);
+        self.output = rec.output.expect("a forward pass reports its final state");
+    }
 }
 
-/// Keeps the input of every layer a pass runs (and its final state), feeding `inner` too.
+/// The original model's states on a calibration set, computed once.
+///
+/// Keeping every layer's input costs `(L + 1) · tokens · d` values (37 GB for SmolLM2 on CoMe's
+/// 256 × 2048 tokens in f32), so when that exceeds [`state_cache_budget`] only every `stride`-th
+/// layer's input is kept and a run "from layer k" starts at the checkpoint below `k`: at most
+/// `stride − 1` layers recomputed per candidate, with results identical to the full cache.
+pub struct StateCache {
+    pub batches: Vec<CachedBatch>,
+    pub stride: usize,
+}
+
+/// Keeps the input of every checkpoint layer a pass runs (and its final state), feeding `inner`.
 pub(crate) struct Recorder<'a> {
-    pub inputs: Vec<Tensor>,
+    pub stride: usize,
+    pub inputs: Vec<Option<Tensor>>,
     pub output: Option<Tensor>,
     pub inner: &'a mut dyn Observer,
 }
 
+impl<'a> Recorder<'a> {
+    pub fn new(stride: usize, inner: &'a mut dyn Observer) -> Self {
+        Self { stride, inputs: Vec::new(), output: None, inner }
+    }
+}
+
 impl Observer for Recorder<'_> {
     fn hidden_state(&mut self, i: usize, h: &Tensor, t: &TokenMask) -> Result<()> {
-        self.inputs.push(h.clone());
+        self.inputs.push(i.is_multiple_of(self.stride).then(|| h.clone()));
         self.inner.hidden_state(i, h, t)
     }
     fn final_state(&mut self, h: &Tensor, t: &TokenMask) -> Result<()> {
@@ -51,8 +83,33 @@ impl Observer for Recorder<'_> {
     }
 }
 
+/// Bytes the cached layer inputs may take: the context's budget, else `LAYERFOLD_STATE_CACHE_BYTES`
+/// if set, else half of the memory available now (`MemAvailable`, Linux), else 8 GiB.
+pub fn state_cache_budget(ctx: &RunContext) -> usize {
+    if let Some(bytes) = ctx.state_cache_budget() {
+        return bytes;
+    }
+    if let Some(bytes) =
+        std::env::var("LAYERFOLD_STATE_CACHE_BYTES").ok().and_then(|v| v.parse().ok())
+    {
+        return bytes;
+    }
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kib| kib * 1024)
+    });
+    available.map_or(8 << 30, |b| b / 2)
+}
+
+/// The smallest stride whose checkpoints (`h_0, h_s, h_2s, …`) fit `budget`.
+fn stride_for(layer_inputs: usize, bytes_per_input: usize, budget: usize) -> usize {
+    (1..layer_inputs.max(1))
+        .find(|s| layer_inputs.div_ceil(*s) * bytes_per_input <= budget)
+        .unwrap_or(layer_inputs.max(1))
+}
+
 impl StateCache {
-    /// One pass of `model` over `calib` keeping every layer's input: `(L + 1) · tokens · d` values.
+    /// One pass of `model` over `calib` keeping the input of every checkpoint layer.
     pub fn build(model: &Model, calib: &CalibrationSet, ctx: &RunContext) -> Result<Self> {
         Self::build_with(model, calib, ctx, &mut NoObserver)
     }
@@ -67,17 +124,33 @@ impl StateCache {
         let batches = calib.batches(super::batch_size_for(calib), model.lm.device())?;
         let total = batches.len() as u64;
         let check = || ctx.check_cancelled();
+        let tokens: usize = batches.iter().map(|b| b.ids.elem_count()).sum();
+        let bytes_per_token = model.config.hidden_size * model.lm.dtype().size_in_bytes();
+        let stride =
+            stride_for(model.num_layers() + 1, tokens * bytes_per_token, state_cache_budget(ctx));
         let mut out = Vec::with_capacity(batches.len());
         ctx.report(Stage::Calibrate, 0, total);
         for (k, batch) in batches.into_iter().enumerate() {
             let fctx = model.lm.context(&model.config, &batch)?;
-            let mut rec = Recorder { inputs: Vec::new(), output: None, inner: &mut *obs };
+            let mut rec = Recorder::new(stride, &mut *obs);
             model.lm.forward_from(0, model.lm.embed(&batch)?, &fctx, &mut rec, &check)?;
-            let output = rec.output.expect("a forward pass reports its final state");
-            out.push(CachedBatch { batch, ctx: fctx, inputs: rec.inputs, output });
+            let Recorder { inputs, output, .. } = rec;
+            let output = output.expect("a forward pass reports its final state");
+            out.push(CachedBatch { batch, ctx: fctx, inputs, output });
             ctx.report(Stage::Calibrate, k as u64 + 1, total);
         }
-        Ok(Self { batches: out })
+        Ok(Self { batches: out, stride })
+    }
+
+    /// A note for the report when the cache keeps only checkpoints.
+    pub fn note(&self) -> Option<String> {
+        (self.stride > 1).then(|| {
+            format!(
+                "state cache: every layer's input would exceed the memory budget (LAYERFOLD_STATE_CACHE_BYTES or half the available memory); keeping every {}th, so candidate runs recompute up to {} layers",
+                self.stride,
+                self.stride - 1
+            )
+        })
     }
 }
 
@@ -112,13 +185,10 @@ pub fn similarity(
     let mut sims = Vec::new();
     for cb in &cache.batches {
         let out = match eval {
-            Evaluation::CachedPrefix => candidate.forward_from(
-                from,
-                cb.inputs[from].clone(),
-                &cb.ctx,
-                &mut NoObserver,
-                &check,
-            )?,
+            Evaluation::CachedPrefix => {
+                let (start, h) = cb.start(from);
+                candidate.forward_from(start, h, &cb.ctx, &mut NoObserver, &check)?
+            }
             Evaluation::FullForward => candidate.forward_from(
                 0,
                 candidate.embed(&cb.batch)?,
@@ -130,4 +200,18 @@ pub fn similarity(
         sims.extend(sample_similarities(&cb.output, &out, &cb.ctx.tokens)?);
     }
     Ok(sims.iter().sum::<f64>() / sims.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stride_for;
+
+    #[test]
+    fn stride_keeps_the_checkpoints_within_the_budget() {
+        assert_eq!(stride_for(31, 10, 310), 1);
+        assert_eq!(stride_for(31, 10, 309), 2); // 16 checkpoints
+        assert_eq!(stride_for(31, 10, 160), 2);
+        assert_eq!(stride_for(31, 10, 159), 3); // 11 checkpoints
+        assert_eq!(stride_for(31, 10, 0), 31); // h_0 alone: every run starts at the embeddings
+    }
 }

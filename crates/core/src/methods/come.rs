@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::calib::{CalibrationDefaults, CalibrationKind, CalibrationSet};
 use crate::context::{RunContext, Stage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::nll::nll_sum;
-use crate::methods::candidates::{CachedBatch, Recorder, StateCache};
+use crate::methods::candidates::{Recorder, StateCache};
 use crate::methods::concat::{concat_layers, plan, GqaLayout, MergePlan};
 use crate::methods::{candidate, required, Goal, MethodOutput, Report, Step};
 use crate::model::decoder::{NoObserver, Observers};
@@ -78,28 +78,29 @@ impl Scores {
     }
 }
 
-/// Runs the current model from layer `from` on every cached batch, refreshing the cached inputs
-/// of layers `from..` and returning the statistics of the re-run layers.
+/// Runs the current model from the cache's checkpoint at or below layer `from` on every cached
+/// batch, refreshing the cached states from there on. Returns that checkpoint and the statistics
+/// of the re-run layers (those below `from` recomputed unchanged).
 fn rescore_from(
     model: &Model,
     cache: &mut StateCache,
     from: usize,
     ctx: &RunContext,
-) -> Result<Scores> {
+) -> Result<(usize, Scores)> {
     let mut fresh = Scores::new(model.num_layers());
     let check = || ctx.check_cancelled();
     let total = cache.batches.len() as u64;
+    let mut start = from;
     for (k, cb) in cache.batches.iter_mut().enumerate() {
-        let CachedBatch { ctx: fctx, inputs, output, .. } = cb;
         let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
-        let mut rec = Recorder { inputs: Vec::new(), output: None, inner: &mut obs };
-        model.lm.forward_from(from, inputs[from].clone(), fctx, &mut rec, &check)?;
-        inputs.truncate(from);
-        inputs.extend(rec.inputs);
-        *output = rec.output.expect("a forward pass reports its final state");
+        let mut rec = Recorder::new(cache.stride, &mut obs);
+        let h;
+        (start, h) = cb.start(from);
+        model.lm.forward_from(start, h, &cb.ctx, &mut rec, &check)?;
+        cb.refresh(start, rec);
         ctx.report(Stage::Score, k as u64 + 1, total);
     }
-    Ok(fresh)
+    Ok((start, fresh))
 }
 
 /// Mean calibration NLL of `model` (whose layers below `from` equal the cached model's).
@@ -112,13 +113,8 @@ fn calibration_loss(
     let check = || ctx.check_cancelled();
     let (mut sum, mut count) = (0f64, 0usize);
     for cb in &cache.batches {
-        let h = model.lm.forward_from(
-            from,
-            cb.inputs[from].clone(),
-            &cb.ctx,
-            &mut NoObserver,
-            &check,
-        )?;
+        let (start, h) = cb.start(from);
+        let h = model.lm.forward_from(start, h, &cb.ctx, &mut NoObserver, &check)?;
         let (s, c) = nll_sum(&model.lm, &h, &cb.batch)?;
         sum += s;
         count += c;
@@ -138,7 +134,7 @@ pub(crate) fn progressive(
     let target = model.num_layers() - remove;
     let mut m = model.clone();
     let mut report = Report::new("skip score D(a, 2): CoMe's angular distance of h_a and h_{a+2} (last token, clamped, summed)");
-    let mut cache = StateCache { batches: Vec::new() };
+    let mut cache = StateCache { batches: Vec::new(), stride: 1 };
     let mut scores = Scores::new(m.num_layers());
     // The first pass: every layer, caching each layer's input.
     let started = Instant::now();
@@ -151,6 +147,7 @@ pub(crate) fn progressive(
         )?;
         std::mem::swap(&mut cache, &mut full);
     }
+    report.warnings.extend(cache.note());
     report.time("calibrate", started);
     let mut step = 0;
     while m.num_layers() > target {
@@ -203,11 +200,17 @@ pub(crate) fn progressive(
                     let loss = calibration_loss(&trial, &cache, a, ctx)?;
                     losses.push((r, loss));
                     ctx.report(Stage::Score, k as u64 + 1, grid as u64 + 1);
-                    if best.as_ref().is_none_or(|(l, _, _)| loss < *l) {
+                    // A non-finite loss (a ratio that breaks the model) is recorded, never kept.
+                    if loss.is_finite() && best.as_ref().is_none_or(|(l, _, _)| loss < *l) {
                         best = Some((loss, p, layer));
                     }
                 }
-                let (_, p, layer) = best.expect("the grid has at least one point");
+                let (_, p, layer) = best.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "CoMe-P: every ratio gave a non-finite calibration loss at layers {a}, {}",
+                        a + 1
+                    ))
+                })?;
                 (p, layer)
             }
         };
@@ -244,8 +247,8 @@ pub(crate) fn progressive(
         let started = Instant::now();
         if m.num_layers() > target {
             if cfg.prefix_cache {
-                let fresh = rescore_from(&m, &mut cache, a, ctx)?;
-                scores.splice(a, fresh);
+                let (start, fresh) = rescore_from(&m, &mut cache, a, ctx)?;
+                scores.splice(start, fresh);
             } else {
                 scores = Scores::new(m.num_layers());
                 cache = StateCache::build_with(

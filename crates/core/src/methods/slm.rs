@@ -129,7 +129,8 @@ pub fn run(
 ) -> Result<MethodOutput> {
     let cache = StateCache::build(model, required(calib)?, ctx)?;
     let mut memo = Memo::new();
-    let report = Report::new("output similarity S to the original (mean cosine of vec(ĥ))");
+    let mut report = Report::new("output similarity S to the original (mean cosine of vec(ĥ))");
+    report.warnings.extend(cache.note());
     threshold::run_for_goal(model, goal, report, |t| {
         let run = merge_once(model, cfg, t, &cache, &mut memo, ctx)?;
         Ok((run.model, run.steps))

@@ -134,19 +134,15 @@ pub(crate) fn progressive(
     let target = model.num_layers() - remove;
     let mut m = model.clone();
     let mut report = Report::new("skip score D(a, 2): CoMe's angular distance of h_a and h_{a+2} (last token, clamped, summed)");
-    let mut cache = StateCache { batches: Vec::new(), stride: 1 };
     let mut scores = Scores::new(m.num_layers());
-    // The first pass: every layer, caching each layer's input.
+    // The first pass: every layer, caching the checkpoint layers' inputs.
     let started = Instant::now();
-    {
-        let mut full = StateCache::build_with(
-            model,
-            calib,
-            ctx,
-            &mut Observers(vec![&mut scores.bi, &mut scores.activity, &mut scores.last]),
-        )?;
-        std::mem::swap(&mut cache, &mut full);
-    }
+    let mut cache = StateCache::build_with(
+        model,
+        calib,
+        ctx,
+        &mut Observers(vec![&mut scores.bi, &mut scores.activity, &mut scores.last]),
+    )?;
     report.warnings.extend(cache.note());
     report.time("calibrate", started);
     let mut step = 0;

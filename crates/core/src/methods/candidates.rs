@@ -146,9 +146,10 @@ impl StateCache {
     pub fn note(&self) -> Option<String> {
         (self.stride > 1).then(|| {
             format!(
-                "state cache: every layer's input would exceed the memory budget (LAYERFOLD_STATE_CACHE_BYTES or half the available memory); keeping every {}th, so candidate runs recompute up to {} layers",
-                self.stride,
-                self.stride - 1
+                "state cache: every layer's input would exceed the memory budget (LAYERFOLD_STATE_CACHE_BYTES or half the available memory); keeping the inputs of layers 0, {k}, {}, …, so candidate runs recompute up to {} layers",
+                2 * self.stride,
+                self.stride - 1,
+                k = self.stride
             )
         })
     }

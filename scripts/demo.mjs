@@ -52,9 +52,8 @@ const perplexity = async (m, label) => {
 const rows = [['dense', info.numLayers, await perplexity(model, 'dense'), 0]];
 // Calibration: 32 chunked windows of 128 tokens for CoMe and drop-bi (the papers use 128–256 windows
 // of 2048, hours on a laptop CPU); LaCo and SLM use their references' own (5 sentences; 10 × 128).
-// CoMe's skip score reads one state per window (the last token), so for a fixed token budget more,
-// shorter windows score better: 8 × 512 merged layers 27–28 and lost an order of magnitude in
-// perplexity (2344 vs 256 here).
+// CoMe's skip score reads one state per window (the last token), so few windows make it noisy: at
+// the same cost, 8 × 512 merged layers 27–28 and gave perplexity 2344, 32 × 128 gives 256.
 const calibration = { kind: 'chunked', seqLen: 128, nSamples: 32 };
 let saved;
 for (const [method, extra] of [

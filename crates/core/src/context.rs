@@ -86,15 +86,24 @@ impl RunContext {
         self
     }
 
-    /// Caps the memory of cached calibration states (see `methods::candidates::StateCache`);
-    /// by default `LAYERFOLD_STATE_CACHE_BYTES`, else half of the available memory.
+    /// Caps the memory of cached calibration states (see `methods::candidates::StateCache`).
     pub fn with_state_cache_budget(mut self, bytes: usize) -> Self {
         self.state_cache_bytes = Some(bytes);
         self
     }
 
-    pub fn state_cache_budget(&self) -> Option<usize> {
-        self.state_cache_bytes
+    /// Bytes the cached calibration states may take: the budget set here, else
+    /// `LAYERFOLD_STATE_CACHE_BYTES`, else half of the memory available now (`MemAvailable`,
+    /// Linux), else 8 GiB.
+    pub fn state_cache_budget(&self) -> usize {
+        let from_env = || std::env::var("LAYERFOLD_STATE_CACHE_BYTES").ok()?.parse().ok();
+        let half_available = || {
+            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024 / 2)
+        };
+        self.state_cache_bytes.or_else(from_env).or_else(half_available).unwrap_or(8 << 30)
     }
 
     pub fn report(&self, stage: Stage, done: u64, total: u64) {

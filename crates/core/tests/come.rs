@@ -250,8 +250,9 @@ fn rescoring_from_the_merged_layer_equals_a_full_rescore() {
             .unwrap()
     };
     let (b, sb) = run(false, None);
-    // The full cache, a checkpointed one (h_0, h_2, h_4 of 5 layers + h_5 needs 3 of 6 inputs) and
-    // h_0 alone: the same merges, scores and weights as re-running the whole model each step.
+    // The full cache, a checkpointed one (a budget of 3 of the 6 inputs h_0…h_5: stride 2 keeps
+    // h_0, h_2, h_4) and h_0 alone give the same merges, scores and weights as re-running the whole
+    // model each step.
     let per_input = 4 * 64 * model.config.hidden_size * 4; // 4 windows × 64 tokens × d × f32
     for budget in [None, Some(3 * per_input), Some(0)] {
         let (a, sa) = run(true, budget);

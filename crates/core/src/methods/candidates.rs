@@ -43,8 +43,9 @@ impl CachedBatch {
 
 /// The original model's states on a calibration set, computed once.
 ///
-/// Keeping every layer's input costs `(L + 1) · tokens · d` values (37 GB for SmolLM2 on CoMe's
-/// 256 × 2048 tokens in f32), so when that exceeds [`state_cache_budget`] only every `stride`-th
+/// Keeping every layer's input costs `(L + 1) · tokens · d` values (37 GB for SmolLM2 in f32 on the
+/// CoMe reference's 256 × 2048 tokens), so when that exceeds [`RunContext::state_cache_budget`]
+/// only every `stride`-th
 /// layer's input is kept and a run "from layer k" starts at the checkpoint below `k`: at most
 /// `stride − 1` layers recomputed per candidate, with results identical to the full cache.
 pub struct StateCache {
@@ -83,24 +84,6 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// Bytes the cached layer inputs may take: the context's budget, else `LAYERFOLD_STATE_CACHE_BYTES`
-/// if set, else half of the memory available now (`MemAvailable`, Linux), else 8 GiB.
-pub fn state_cache_budget(ctx: &RunContext) -> usize {
-    if let Some(bytes) = ctx.state_cache_budget() {
-        return bytes;
-    }
-    if let Some(bytes) =
-        std::env::var("LAYERFOLD_STATE_CACHE_BYTES").ok().and_then(|v| v.parse().ok())
-    {
-        return bytes;
-    }
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kib| kib * 1024)
-    });
-    available.map_or(8 << 30, |b| b / 2)
-}
-
 /// The smallest stride whose checkpoints (`h_0, h_s, h_2s, …`) fit `budget`.
 fn stride_for(layer_inputs: usize, bytes_per_input: usize, budget: usize) -> usize {
     (1..layer_inputs.max(1))
@@ -127,7 +110,7 @@ impl StateCache {
         let tokens: usize = batches.iter().map(|b| b.ids.elem_count()).sum();
         let bytes_per_token = model.config.hidden_size * model.lm.dtype().size_in_bytes();
         let stride =
-            stride_for(model.num_layers() + 1, tokens * bytes_per_token, state_cache_budget(ctx));
+            stride_for(model.num_layers() + 1, tokens * bytes_per_token, ctx.state_cache_budget());
         let mut out = Vec::with_capacity(batches.len());
         ctx.report(Stage::Calibrate, 0, total);
         for (k, batch) in batches.into_iter().enumerate() {

@@ -44,7 +44,7 @@ pub fn budgets(width: usize, ratio_a: f64) -> (usize, usize) {
     // `N·r` is meant exactly: CoMe-P's grid ratios (`k/g`) and `1 − r_a` land a hair below an
     // integer in floating point (5 · (1 − 0.8) = 0.999…), which a bare floor turns into one channel
     // or KV group too few.
-    let floor = |r: f64| (width as f64 * r + 1e-9).floor().min(width as f64) as usize;
+    let floor = |r: f64| (width as f64 * r + 1e-9).floor() as usize;
     if ratio_a < ratio_b {
         let n_a = floor(ratio_a);
         (n_a, width - n_a)

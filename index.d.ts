@@ -45,6 +45,21 @@ export declare class BindingModel {
   get disposed(): boolean
 }
 
+/**
+ * A staging folder beside an output target: write into `path`, then `commit()` moves it into
+ * place. `discard()` (or garbage collection) removes it.
+ */
+export declare class BindingStagedOutput {
+  /** Checks `out` as `checkOutput` does and creates the staging folder. */
+  static stage(out: string, inputs: Array<string>, force: boolean): BindingStagedOutput
+  /** The staging folder to write into. */
+  get path(): string
+  /** Moves the staging folder into place; returns the target. */
+  commit(): string
+  /** Removes the staging folder and what was written into it. Safe to repeat. */
+  discard(): void
+}
+
 export interface BindingLoadOptions {
   /** `f32` (default), `f16` or `bf16`. */
   dtype?: string
@@ -133,6 +148,9 @@ export interface BindingTextSource {
   text?: string
   file?: string
 }
+
+/** Fails unless `out` may receive the output of a command that reads `inputs`. */
+export declare function checkOutput(out: string, inputs: Array<string>, force: boolean): void
 
 /** Whether this build can use a CUDA device. */
 export declare function cudaAvailable(): boolean

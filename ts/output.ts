@@ -1,31 +1,48 @@
-/** Folders the TypeScript side writes (analysis results): atomically, and never over a non-empty one. */
+/**
+ * Folders the TypeScript side writes (analysis results), under core's one output rule
+ * (`layerfold_core::output`, README "Output safety"): never over, around or inside an input;
+ * written into a staging folder beside the target and renamed into place.
+ */
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { LayerfoldError } from './errors';
+import native from './native';
+import { LayerfoldError, toLayerfoldError } from './errors';
 
-/** Fails with `E_OUTPUT_EXISTS` when `dir` exists and is not empty, unless `force`. */
-export function checkOutputFolder(dir: string, force: boolean): void {
-  if (!fs.existsSync(dir)) return;
-  if (!fs.statSync(dir).isDirectory() || (fs.readdirSync(dir).length > 0 && !force)) {
-    throw new LayerfoldError('E_OUTPUT_EXISTS', `output folder \`${dir}\` already exists and is not empty: choose another or pass force`);
+/**
+ * Fails unless `dir` may receive the output of a command that reads `inputs`: `E_CONFIG` for the
+ * input itself or a folder around or inside it (and a file in place of a folder),
+ * `E_OUTPUT_EXISTS` for a non-empty folder without `force`, `E_IO` for one that cannot be written.
+ */
+export function checkOutputFolder(dir: string, inputs: string[], force: boolean): void {
+  try {
+    native.checkOutput(dir, inputs, force);
+  } catch (e) {
+    throw toLayerfoldError(e);
   }
 }
 
-/** Writes `files` into a temporary folder beside `dir`, then renames it into place. */
-export function writeFolderAtomically(dir: string, files: Record<string, string | Buffer>, force: boolean): string[] {
-  checkOutputFolder(dir, force);
-  const parent = path.dirname(path.resolve(dir));
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(dir)}.layerfold-tmp-`));
+/** Writes `files` into a staging folder beside `dir`, then moves it into place; returns the names. */
+export function writeFolderAtomically(dir: string, inputs: string[], files: Record<string, string | Buffer>, force: boolean): string[] {
+  let staged: InstanceType<typeof native.BindingStagedOutput>;
   try {
-    for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(tmp, name), content);
-    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true });
-    fs.renameSync(tmp, dir);
+    staged = native.BindingStagedOutput.stage(dir, inputs, force);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'E_DISK_FULL' : 'E_IO';
-    throw new LayerfoldError(code, `writing \`${dir}\` failed: ${(e as Error).message}`, { cause: e });
+    throw toLayerfoldError(e);
+  }
+  try {
+    for (const [name, content] of Object.entries(files)) {
+      try {
+        fs.writeFileSync(path.join(staged.path, name), content);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'E_DISK_FULL' : 'E_IO';
+        throw new LayerfoldError(code, `writing \`${path.join(dir, name)}\` failed: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    staged.commit();
+  } catch (e) {
+    staged.discard();
+    throw toLayerfoldError(e);
   }
   return Object.keys(files).sort();
 }

@@ -13,6 +13,7 @@ import { heatmapSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
 import { checkOutputFolder, writeFolderAtomically } from '../output';
 import { analysisTable } from '../report';
+import { bindingifyCalibration } from '../bindingify';
 import { printJson } from '../terminal';
 import { runCommand } from './run';
 
@@ -35,7 +36,9 @@ export function register(program: Command): void {
       const options = validate(AnalyzeOptionsSchema, { ...base, calibration });
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
       const out = opts.out as string;
-      checkOutputFolder(out, Boolean(opts.force));
+      const calibrationFile = bindingifyCalibration(options.calibration).file;
+      const inputs = [modelPath, ...(calibrationFile ? [calibrationFile] : [])];
+      checkOutputFolder(out, inputs, Boolean(opts.force));
       const started = performance.now();
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const analysis = await model.analyze({ ...options, signal, onProgress });
@@ -44,6 +47,7 @@ export function register(program: Command): void {
       const ckaSvg = await heatmapSvg(analysis.cka, analysis.states, `${name}: linear CKA of hidden states`);
       const files = writeFolderAtomically(
         out,
+        inputs,
         {
           'analysis.json': JSON.stringify({ model: modelPath, ...analysis }, null, 2) + '\n',
           'cosine.svg': cosineSvg,

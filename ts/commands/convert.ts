@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { loadModel } from '../index';
 import { LoadOptionsSchema, SaveOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { checkOutputFolder } from '../output';
 import { printJson } from '../terminal';
 import { runCommand } from './run';
 
@@ -24,6 +25,7 @@ export function register(program: Command): void {
     await runCommand(json, async ({ signal, onProgress }) => {
       const save = validate(SaveOptionsSchema, pickSchemaOptions(SaveOptionsSchema, opts));
       const load = validate(LoadOptionsSchema, { device: opts.device, dtype: save.dtype });
+      checkOutputFolder(opts.out as string, [modelPath], Boolean(save.force));
       const started = performance.now();
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const r = await model.save(opts.out as string, { ...save, signal, onProgress });

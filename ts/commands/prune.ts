@@ -13,6 +13,7 @@ import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchema
 import { readConfigFile } from '../config-file';
 import { checkOutputFolder } from '../output';
 import { pruneTable } from '../report';
+import { bindingifyCalibration } from '../bindingify';
 import { printJson } from '../terminal';
 import { runCommand } from './run';
 
@@ -60,7 +61,8 @@ export function register(program: Command): void {
       const options = validate(PruneOptionsSchema, pruneOptionsFromCli(opts));
       const load = validate(LoadOptionsSchema, { device: opts.device });
       const out = opts.out as string;
-      checkOutputFolder(out, Boolean(opts.force));
+      const calibrationFile = bindingifyCalibration(options.calibration).file;
+      checkOutputFolder(out, [modelPath, ...(calibrationFile ? [calibrationFile] : [])], Boolean(opts.force));
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const result = await model.prune({ ...options, signal, onProgress });
       await using pruned = result.model;

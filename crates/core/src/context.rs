@@ -97,12 +97,7 @@ impl RunContext {
     /// Linux), else 8 GiB.
     pub fn state_cache_budget(&self) -> usize {
         let from_env = || std::env::var("LAYERFOLD_STATE_CACHE_BYTES").ok()?.parse().ok();
-        let half_available = || {
-            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024 / 2)
-        };
+        let half_available = || Some(meminfo("MemAvailable:")? as usize / 2);
         self.state_cache_bytes.or_else(from_env).or_else(half_available).unwrap_or(8 << 30)
     }
 
@@ -120,6 +115,19 @@ impl RunContext {
             Ok(())
         }
     }
+}
+
+/// A `/proc/meminfo` field in bytes (Linux).
+fn meminfo(key: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Memory this process could take now: available RAM plus free swap (Linux; `None` elsewhere).
+pub fn available_memory() -> Option<u64> {
+    Some(meminfo("MemAvailable:")? + meminfo("SwapFree:").unwrap_or(0))
 }
 
 impl std::fmt::Debug for RunContext {

@@ -11,7 +11,8 @@
 //! | `Data` | `E_DATA` |
 //! | `OutputExists` | `E_OUTPUT_EXISTS` |
 //! | `DiskFull` | `E_DISK_FULL` |
-//! | `Io` | `E_IO` |
+//! | `Io`, `Unwritable` | `E_IO` |
+//! | `OutOfMemory` | `E_OOM` |
 //! | `Device` | `E_DEVICE` |
 //! | `Aborted` | `E_ABORTED` |
 //! | `Candle`, `Internal` | `E_INTERNAL` |
@@ -51,16 +52,24 @@ pub enum Error {
     Data { message: String },
 
     // ---- output -------------------------------------------------------------------------------
-    #[error(
-        "output folder `{path}` already exists and is not empty: choose another or pass force"
-    )]
-    OutputExists { path: PathBuf },
+    #[error("output folder `{path}` already exists and is not empty: {hint}")]
+    OutputExists { path: PathBuf, hint: String },
 
     #[error("no space left on the device while writing `{path}`: free some space and retry")]
     DiskFull { path: PathBuf },
 
     #[error("I/O error on `{path}`: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+
+    #[error("cannot write the output `{path}`: {source}; choose a folder you can write to")]
+    Unwritable { path: PathBuf, source: std::io::Error },
+
+    // ---- resources ----------------------------------------------------------------------------
+    #[error(
+        "{what} needs {} of memory, but {} is available: {hint}",
+        gib(*needed), gib(*available)
+    )]
+    OutOfMemory { what: String, needed: u64, available: u64, hint: String },
 
     // ---- device and run control ---------------------------------------------------------------
     #[error("{message}")]
@@ -70,11 +79,38 @@ pub enum Error {
     Aborted,
 
     // ---- wrapped ------------------------------------------------------------------------------
+    /// A candle error that no check before it caught: a bug. Built by `From`, which drops the
+    /// backtrace candle attaches under `RUST_BACKTRACE` (messages never carry one).
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(without_backtrace(e))
+    }
+}
+
+/// `e` without the `WithBacktrace` layers candle adds when `RUST_BACKTRACE` is set.
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        E::Context { inner, context } => {
+            E::Context { inner: Box::new(without_backtrace(*inner)), context }
+        }
+        E::WithPath { inner, path } => {
+            E::WithPath { inner: Box::new(without_backtrace(*inner)), path }
+        }
+        other => other,
+    }
 }
 
 /// The crate's `Result`.
@@ -93,7 +129,8 @@ impl Error {
             Error::Data { .. } => "E_DATA",
             Error::OutputExists { .. } => "E_OUTPUT_EXISTS",
             Error::DiskFull { .. } => "E_DISK_FULL",
-            Error::Io { .. } => "E_IO",
+            Error::Io { .. } | Error::Unwritable { .. } => "E_IO",
+            Error::OutOfMemory { .. } => "E_OOM",
             Error::Device { .. } => "E_DEVICE",
             Error::Aborted => "E_ABORTED",
             Error::Candle(_) | Error::Internal(_) => "E_INTERNAL",
@@ -109,6 +146,27 @@ impl Error {
             }
             std::io::ErrorKind::StorageFull => Error::DiskFull { path },
             _ => Error::Io { path, source },
+        }
+    }
+
+    /// `self` with every path under `from` shown under `to` instead: errors met while writing a
+    /// staging folder name the target the user gave (`output::StagingDir::relocate`).
+    pub fn relocate(self, from: &Path, to: &Path) -> Self {
+        let moved = |p: PathBuf| match p.strip_prefix(from) {
+            Ok(rest) => to.join(rest),
+            Err(_) => p,
+        };
+        match self {
+            Error::NotFound { what, path, hint } => {
+                Error::NotFound { what, path: moved(path), hint }
+            }
+            Error::DiskFull { path } => Error::DiskFull { path: moved(path) },
+            Error::Io { path, source } => Error::Io { path: moved(path), source },
+            Error::Unwritable { path, source } => Error::Unwritable { path: moved(path), source },
+            Error::Internal(message) => Error::Internal(
+                message.replace(&from.display().to_string(), &to.display().to_string()),
+            ),
+            other => other,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod methods;
 pub mod model;
+pub mod output;
 pub mod score;
 
 pub use context::{CancelToken, Progress, RunContext, Stage};

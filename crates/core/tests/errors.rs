@@ -74,11 +74,60 @@ fn config_that_disagrees_with_weights_names_the_tensor() {
     assert_eq!(e.code(), "E_MODEL_FORMAT");
     assert!(e.to_string().contains("mlp.gate_proj.weight") && e.to_string().contains("170"), "{e}");
 
-    let (_d2, copy) = stories_copy();
-    edit_config(&copy, |c| c["num_hidden_layers"] = 6.into());
+    // More layers than the weights hold, fewer, or absurdly many: both numbers are named, and
+    // nothing is allocated for layers that do not exist.
+    for layers in [6usize, 4, 1_000_000_000] {
+        let (_d2, copy) = stories_copy();
+        edit_config(&copy, |c| c["num_hidden_layers"] = layers.into());
+        let e = try_load(&copy).unwrap_err();
+        assert_eq!(e.code(), "E_MODEL_FORMAT", "{layers}: {e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("says {layers} layers")) && text.contains("hold 5"), "{e}");
+    }
+}
+
+#[test]
+fn non_finite_weights_are_named_with_their_count() {
+    let (_d, copy) = stories_copy();
+    let f = copy.join("model.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header]).unwrap();
+    let start = meta["model.norm.weight"]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + header + start;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[at + 4..at + 8].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(&f, bytes).unwrap();
     let e = try_load(&copy).unwrap_err();
     assert_eq!(e.code(), "E_MODEL_FORMAT");
-    assert!(e.to_string().contains("model.layers.5."), "{e}");
+    assert!(
+        e.to_string().contains("model.norm.weight") && e.to_string().contains("holds 2 non-finite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shard_index_may_not_leave_the_model_folder() {
+    let (dir, copy) = stories_copy();
+    std::fs::rename(copy.join("model.safetensors"), dir.path().join("outside.safetensors"))
+        .unwrap();
+    let f = std::fs::read(dir.path().join("outside.safetensors")).unwrap();
+    let header = u64::from_le_bytes(f[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&f[8..8 + header]).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = meta
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .map(|k| (k.clone(), "../outside.safetensors".into()))
+        .collect();
+    std::fs::write(
+        copy.join("model.safetensors.index.json"),
+        serde_json::json!({"weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let e = try_load(&copy).unwrap_err();
+    assert_eq!(e.code(), "E_MODEL_FORMAT");
+    assert!(e.to_string().contains("../outside.safetensors"), "{e}");
 }
 
 #[test]

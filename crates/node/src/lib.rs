@@ -3,6 +3,7 @@
 
 mod error;
 mod model;
+mod output;
 mod task;
 mod types;
 

@@ -104,10 +104,11 @@ impl CalibrationSet {
         let seq_len = cfg.seq_len.or(defaults.seq_len).unwrap_or(max_seq_len.min(2048));
         let n_samples = cfg.n_samples.unwrap_or(defaults.n_samples);
         let seed = cfg.seed.unwrap_or(0);
-        if seq_len == 0 || seq_len > max_seq_len {
+        // Two tokens at least: NLL-scored methods predict each token from the ones before it.
+        if seq_len < 2 || seq_len > max_seq_len {
             return Err(Error::config(
                 "calibration.seqLen",
-                format!("{seq_len} is outside 1..={max_seq_len} (the model's context)"),
+                format!("{seq_len} is outside 2..={max_seq_len} (the model's context)"),
             ));
         }
         if n_samples == 0 {

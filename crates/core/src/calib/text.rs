@@ -42,6 +42,12 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
             hint: "check the path".into(),
         });
     }
+    if path.is_dir() {
+        return Err(Error::config(
+            "file",
+            format!("`{}` is a folder: give a .txt or .jsonl file", path.display()),
+        ));
+    }
     let content = std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData => {
             Error::Data { message: format!("`{}` is not UTF-8 text", path.display()) }

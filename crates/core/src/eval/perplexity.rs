@@ -41,7 +41,10 @@ pub fn resolve_seq_len(model: &Model, seq_len: Option<usize>) -> Result<usize> {
     let max = model.max_seq_len();
     match seq_len {
         None => Ok(max.min(2048)),
-        Some(0) => Err(Error::config("seqLen", "must be at least 1")),
+        Some(n @ (0 | 1)) => Err(Error::config(
+            "seqLen",
+            format!("{n} is too short: a window predicts each token from the ones before it, so it needs at least 2"),
+        )),
         Some(n) if n > max => Err(Error::config(
             "seqLen",
             format!("{n} exceeds the model's context of {max} tokens (max_position_embeddings)"),
@@ -88,7 +91,7 @@ pub fn perplexity(
         windows.truncate(max);
     }
     let total = windows.len() as u64;
-    let (mut nll_total, mut count) = (0f64, 0usize);
+    let (mut nll_total, mut count, mut non_finite) = (0f64, 0usize, 0usize);
     let check = || ctx.check_cancelled();
     ctx.report(Stage::Eval, 0, total);
     for (k, batch) in windows.chunks(batch_size).enumerate() {
@@ -96,9 +99,26 @@ pub fn perplexity(
         let tokens = TokenBatch::new(batch, 0, model.lm.device())?;
         let h = model.lm.forward(&model.config, &tokens, &mut NoObserver, &check)?;
         let (sum, n) = nll_sum(&model.lm, &h, &tokens)?;
-        nll_total += sum;
+        if sum.is_finite() {
+            nll_total += sum;
+        } else {
+            non_finite += batch.len();
+        }
         count += n;
         ctx.report(Stage::Eval, ((k + 1) * batch_size).min(windows.len()) as u64, total);
+    }
+    if non_finite > 0 {
+        return Err(Error::format(
+            &model.path,
+            "model",
+            format!(
+                "its loss is not finite (NaN or ±inf) in batches covering {non_finite} of {} \
+                 windows in {:?}: its activations overflow; load it in f32, or check the pruning \
+                 that made it",
+                windows.len(),
+                model.lm.dtype()
+            ),
+        ));
     }
     let nll = nll_total / count as f64;
     Ok(PerplexityResult {

@@ -51,6 +51,52 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks the options against an `n`-layer model: every range names layers the model has, and
+    /// at least one window fits between `L` and `H`.
+    pub fn check(&self, n: usize) -> Result<()> {
+        let range = |field: &str, value: usize, lo: usize, hi: usize, why: &str| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    field,
+                    format!("{value} is outside {lo}..={hi} for this {n}-layer model ({why})"),
+                ))
+            }
+        };
+        if n < 2 {
+            return Err(Error::config(
+                "method",
+                format!("laco needs at least 2 layers; the model has {n}"),
+            ));
+        }
+        range(
+            "lowestLayer",
+            self.lowest_layer,
+            0,
+            n - 2,
+            "a merge needs the slot and a layer above it",
+        )?;
+        let high = self.highest_layer.unwrap_or(n);
+        range(
+            "highestLayer",
+            high,
+            self.lowest_layer + 2,
+            n,
+            "an exclusive bound above lowestLayer + 1",
+        )?;
+        range(
+            "layersPerMerge",
+            self.layers_per_merge,
+            2,
+            high - self.lowest_layer,
+            "a window between lowestLayer and highestLayer",
+        )?;
+        range("interval", self.interval, 1, n, "slots skipped after a merge")
+    }
+}
+
 /// `(accepted merges so far, slot, K)` → S: runs for different thresholds share their prefixes.
 type Memo = HashMap<(Vec<(usize, usize)>, usize, usize), f64>;
 
@@ -69,7 +115,7 @@ fn collapse_once(
 ) -> Result<Run> {
     let n = model.num_layers();
     let c = cfg.layers_per_merge;
-    let h = cfg.highest_layer.unwrap_or(n).min(n);
+    let h = cfg.highest_layer.unwrap_or(n);
     let eval = Evaluation::from_flag(cfg.prefix_cache);
     let mut m = model.clone();
     let mut accepted: Vec<(usize, usize)> = Vec::new();
@@ -131,12 +177,7 @@ pub fn run(
     goal: Goal,
     ctx: &RunContext,
 ) -> Result<MethodOutput> {
-    if cfg.layers_per_merge < 2 {
-        return Err(Error::config("layersPerMerge", "must be at least 2"));
-    }
-    if cfg.interval < 1 {
-        return Err(Error::config("interval", "must be at least 1"));
-    }
+    cfg.check(model.num_layers())?;
     let cache = StateCache::build(model, required(calib)?, ctx)?;
     let mut memo = Memo::new();
     let mut report = Report::new("output similarity S to the original (mean cosine of vec(ĥ))");

@@ -331,6 +331,9 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
         seconds: started.elapsed().as_secs_f64(),
     };
     let mut pruned = out.model;
+    if m.calibration.is_some() {
+        pruned.inputs.extend(req.calibration.file.iter().cloned());
+    }
     pruned.provenance =
         Some(serde_json::to_value(&summary).map_err(|e| Error::Internal(e.to_string()))?);
     Ok((pruned, summary))

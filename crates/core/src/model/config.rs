@@ -5,6 +5,8 @@
 //! the RoPE settings are read: `rope_theta` + `rope_scaling` (transformers 4) and `rope_parameters`
 //! (transformers 5).
 
+use std::path::Path;
+
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -115,12 +117,20 @@ pub struct Config {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// The largest width, depth, vocabulary or context a configuration may state: 2^24, far above
+/// any real model, and small enough that products of two sizes cannot overflow.
+pub const MAX_SIZE: usize = 1 << 24;
+
 impl RawConfig {
-    /// Resolves defaults and checks what layerfold supports. `source` names the file for messages.
-    pub fn resolve(&self, source: &str) -> Result<Config> {
+    /// Resolves defaults and checks what layerfold supports. `source` names the file in messages;
+    /// a value no model can have is `E_MODEL_FORMAT` naming the key.
+    pub fn resolve(&self, source: &Path) -> Result<Config> {
+        let bad = |key: &str, problem: String| {
+            Error::format(source, "model configuration", format!("`{key}` {problem}"))
+        };
         let model_type = self.model_type.as_deref().ok_or_else(|| {
             Error::unsupported(
-                format!("a config without `model_type` ({source})"),
+                format!("a config without `model_type` ({})", source.display()),
                 "layerfold reads Llama, Mistral, Qwen2 and Qwen3 checkpoints",
             )
         })?;
@@ -130,29 +140,32 @@ impl RawConfig {
                 "layerfold reads Llama, Mistral, Qwen2 and Qwen3 checkpoints",
             )
         })?;
-        let required = |value: Option<usize>, key: &str| {
-            value.filter(|v| *v > 0).ok_or_else(|| {
-                Error::config(key, format!("`{key}` is missing or zero in {source}"))
-            })
+        let size = |value: Option<usize>, key: &str| match value {
+            None => Err(bad(key, "is missing".into())),
+            Some(v) if (1..=MAX_SIZE).contains(&v) => Ok(v),
+            Some(v) => Err(bad(key, format!("is {v}, outside 1..={MAX_SIZE}"))),
         };
-        let hidden_size = required(self.hidden_size, "hidden_size")?;
-        let num_attention_heads = required(self.num_attention_heads, "num_attention_heads")?;
-        let num_key_value_heads = self.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
-            return Err(Error::config(
+        let optional =
+            |value: Option<usize>, key: &str| value.map(|v| size(Some(v), key)).transpose();
+        let hidden_size = size(self.hidden_size, "hidden_size")?;
+        let num_attention_heads = size(self.num_attention_heads, "num_attention_heads")?;
+        let num_key_value_heads = optional(self.num_key_value_heads, "num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
+        if !num_attention_heads.is_multiple_of(num_key_value_heads) {
+            return Err(bad(
                 "num_key_value_heads",
                 format!(
-                    "{num_attention_heads} attention heads cannot be grouped over \
-                     {num_key_value_heads} key/value heads ({source})"
+                    "is {num_key_value_heads}: {num_attention_heads} attention heads cannot be \
+                     grouped over it"
                 ),
             ));
         }
-        let head_dim = self.head_dim.unwrap_or(hidden_size / num_attention_heads);
+        let head_dim = match self.head_dim {
+            Some(v) => size(Some(v), "head_dim")?,
+            None => hidden_size / num_attention_heads,
+        };
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(Error::config(
-                "head_dim",
-                format!("head_dim {head_dim} must be even and positive ({source})"),
-            ));
+            return Err(bad("head_dim", format!("is {head_dim}; it must be even and positive")));
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" {
@@ -162,9 +175,16 @@ impl RawConfig {
                 ));
             }
         }
+        let rms_norm_eps = self.rms_norm_eps.unwrap_or(1e-6);
+        if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
+            return Err(bad(
+                "rms_norm_eps",
+                format!("is {rms_norm_eps}; it must be finite and ≥ 0"),
+            ));
+        }
         let (rope_theta, rope_scaling) = self.rope(source)?;
         let sliding_window = match architecture {
-            Architecture::Mistral => self.sliding_window,
+            Architecture::Mistral => optional(self.sliding_window, "sliding_window")?,
             Architecture::Qwen2 | Architecture::Qwen3 => {
                 self.sliding_window.filter(|_| self.use_sliding_window.unwrap_or(false))
             }
@@ -185,24 +205,35 @@ impl RawConfig {
             Some(serde_json::Value::Array(a)) => {
                 a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
             }
-            Some(other) => {
-                return Err(Error::config(
-                    "eos_token_id",
-                    format!("unexpected value {other} in {source}"),
-                ))
-            }
+            Some(other) => return Err(bad("eos_token_id", format!("is {other}, not a token id"))),
         };
+        let vocab_size = size(self.vocab_size, "vocab_size")?;
+        if let Some(bos) = self.bos_token_id.filter(|&b| b as usize >= vocab_size) {
+            return Err(bad(
+                "bos_token_id",
+                format!("is {bos}, outside the {vocab_size}-token vocabulary"),
+            ));
+        }
         Ok(Config {
             architecture,
-            vocab_size: required(self.vocab_size, "vocab_size")?,
+            vocab_size,
             hidden_size,
-            intermediate_size: required(self.intermediate_size, "intermediate_size")?,
-            num_hidden_layers: required(self.num_hidden_layers, "num_hidden_layers")?,
+            intermediate_size: size(self.intermediate_size, "intermediate_size")?,
+            // Not capped: the weights decide (`weights::build` names both numbers).
+            num_hidden_layers: match self.num_hidden_layers {
+                None => return Err(bad("num_hidden_layers", "is missing".into())),
+                Some(0) => return Err(bad("num_hidden_layers", "is 0".into())),
+                Some(n) => n,
+            },
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            max_position_embeddings: self.max_position_embeddings.unwrap_or(2048),
-            rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            max_position_embeddings: optional(
+                self.max_position_embeddings,
+                "max_position_embeddings",
+            )?
+            .unwrap_or(2048),
+            rms_norm_eps,
             rope_theta,
             rope_scaling,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
@@ -216,7 +247,10 @@ impl RawConfig {
     }
 
     /// `(rope_theta, scaling)` from either `rope_parameters` or `rope_theta` + `rope_scaling`.
-    fn rope(&self, source: &str) -> Result<(f64, Option<Llama3RopeScaling>)> {
+    fn rope(&self, source: &Path) -> Result<(f64, Option<Llama3RopeScaling>)> {
+        let bad = |key: &str, problem: String| {
+            Error::format(source, "model configuration", format!("`{key}` {problem}"))
+        };
         let params = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
         let theta = self
             .rope_parameters
@@ -225,6 +259,9 @@ impl RawConfig {
             .and_then(|v| v.as_f64())
             .or(self.rope_theta)
             .unwrap_or(10000.0);
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(bad("rope_theta", format!("is {theta}; it must be finite and positive")));
+        }
         let Some(params) = params.filter(|p| !p.is_null()) else { return Ok((theta, None)) };
         let kind = params
             .get("rope_type")
@@ -235,20 +272,31 @@ impl RawConfig {
             "default" => Ok((theta, None)),
             "llama3" => {
                 let field = |key: &str| {
-                    params.get(key).and_then(|v| v.as_f64()).ok_or_else(|| {
-                        Error::config(format!("rope_scaling.{key}"), format!("missing in {source}"))
-                    })
+                    let name = format!("rope_scaling.{key}");
+                    match params.get(key).and_then(|v| v.as_f64()) {
+                        None => Err(bad(&name, "is missing".into())),
+                        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+                        Some(v) => {
+                            Err(bad(&name, format!("is {v}; it must be finite and positive")))
+                        }
+                    }
                 };
-                Ok((
-                    theta,
-                    Some(Llama3RopeScaling {
-                        factor: field("factor")?,
-                        low_freq_factor: field("low_freq_factor")?,
-                        high_freq_factor: field("high_freq_factor")?,
-                        original_max_position_embeddings: field("original_max_position_embeddings")?
-                            as usize,
-                    }),
-                ))
+                let scaling = Llama3RopeScaling {
+                    factor: field("factor")?,
+                    low_freq_factor: field("low_freq_factor")?,
+                    high_freq_factor: field("high_freq_factor")?,
+                    original_max_position_embeddings: field("original_max_position_embeddings")?
+                        .min(MAX_SIZE as f64)
+                        as usize,
+                };
+                if scaling.low_freq_factor == scaling.high_freq_factor {
+                    return Err(bad(
+                        "rope_scaling.high_freq_factor",
+                        "equals low_freq_factor; the llama3 scaling divides by their difference"
+                            .into(),
+                    ));
+                }
+                Ok((theta, Some(scaling)))
             }
             other => Err(Error::unsupported(
                 format!("RoPE scaling `{other}`"),
@@ -306,7 +354,7 @@ mod tests {
         let c =
             raw(r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
             "num_hidden_layers":2,"num_attention_heads":2}"#)
-            .resolve("t")
+            .resolve(Path::new("t"))
             .unwrap();
         assert_eq!(c.num_key_value_heads, 2);
         assert_eq!(c.head_dim, 4);
@@ -320,7 +368,7 @@ mod tests {
             raw(r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,
             "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
             "rope_parameters":{"rope_type":"default","rope_theta":1000000.0}}"#)
-            .resolve("t")
+            .resolve(Path::new("t"))
             .unwrap();
         assert!(c.qkv_bias && !c.o_bias);
         assert_eq!(c.rope_theta, 1e6);
@@ -329,11 +377,11 @@ mod tests {
 
     #[test]
     fn rejects_unknown_architectures_and_scalings() {
-        let e = raw(r#"{"model_type":"gpt2"}"#).resolve("t").unwrap_err();
+        let e = raw(r#"{"model_type":"gpt2"}"#).resolve(Path::new("t")).unwrap_err();
         assert_eq!(e.code(), "E_UNSUPPORTED");
         let e = raw(r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
             "num_hidden_layers":2,"num_attention_heads":2,"rope_scaling":{"type":"yarn","factor":2}}"#)
-        .resolve("t")
+        .resolve(Path::new("t"))
         .unwrap_err();
         assert_eq!(e.code(), "E_UNSUPPORTED");
     }
@@ -343,8 +391,31 @@ mod tests {
         let e =
             raw(r#"{"model_type":"llama","vocab_size":10,"hidden_size":9,"intermediate_size":16,
             "num_hidden_layers":2,"num_attention_heads":3,"num_key_value_heads":2}"#)
-            .resolve("t")
+            .resolve(Path::new("t"))
             .unwrap_err();
-        assert_eq!(e.code(), "E_CONFIG");
+        assert_eq!(e.code(), "E_MODEL_FORMAT");
+    }
+
+    #[test]
+    fn impossible_sizes_are_format_errors_whatever_their_sign() {
+        let base: serde_json::Value = serde_json::from_str(
+            r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":2,"num_attention_heads":2}"#,
+        )
+        .unwrap();
+        for (key, value) in [
+            ("max_position_embeddings", "0"),
+            ("num_hidden_layers", "0"),
+            ("num_key_value_heads", "0"),
+            ("rms_norm_eps", "-1"),
+            ("rope_theta", "0"),
+            ("bos_token_id", "10"),
+        ] {
+            let mut json = base.clone();
+            json[key] = serde_json::from_str(value).unwrap();
+            let e = raw(&json.to_string()).resolve(Path::new("c.json")).unwrap_err();
+            assert_eq!(e.code(), "E_MODEL_FORMAT", "{key} = {value}: {e}");
+            assert!(e.to_string().contains(key) && e.to_string().contains("c.json"), "{e}");
+        }
     }
 }

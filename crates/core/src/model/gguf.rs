@@ -17,8 +17,9 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::model::config::Architecture;
+use crate::model::gguf_header;
 use crate::model::tokenizer::TextTokenizer;
-use crate::model::weights::WeightSource;
+use crate::model::weights::{layer_index, WeightSource};
 
 /// The HF name of a GGUF tensor name's counterpart: the one translation table (STYLE.md).
 fn gguf_name(hf: &str) -> Option<String> {
@@ -64,37 +65,16 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() || meta.len() < 4 {
+            return Err(Error::format(path, "GGUF file", "it is not a file of at least 4 bytes"));
+        }
         // SAFETY: read-only map of an input layerfold never writes (see safetensors.rs).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let content = Content::read(&mut Cursor::new(&mmap[..])).map_err(|e| {
-            let reason = e.to_string();
-            // candle reports a quantisation type it does not know only by this message.
-            if let Some(code) = reason.strip_prefix("unknown dtype for tensor ") {
-                Error::unsupported(
-                    format!("GGUF quantisation type {code} in `{}`", path.display()),
-                    "candle dequantises F32, F16, BF16, Q4_0…Q8_1 and the K-quants; requantise the file \
-                     (llama-quantize) to one of those",
-                )
-            } else {
-                Error::format(path, "GGUF file", reason)
-            }
-        })?;
-        // A truncated download: the header parses but tensor data runs past the end.
-        for (name, info) in &content.tensor_infos {
-            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size()
-                * info.ggml_dtype.type_size();
-            let end = content.tensor_data_offset + info.offset + bytes as u64;
-            if end > mmap.len() as u64 {
-                return Err(Error::format(
-                    path,
-                    "GGUF file",
-                    format!(
-                        "tensor `{name}` ends at byte {end} but the file has {} bytes: it is truncated",
-                        mmap.len()
-                    ),
-                ));
-            }
-        }
+        // Every count, length and offset is checked against the file before candle reads it.
+        gguf_header::check(&mmap, path)?;
+        let content = Content::read(&mut Cursor::new(&mmap[..]))
+            .map_err(|e| Error::format(path, "GGUF file", e))?;
         let arch_name = metadata_str(&content, "general.architecture").ok_or_else(|| {
             Error::format(path, "GGUF file", "metadata `general.architecture` is missing")
         })?;
@@ -105,16 +85,18 @@ impl GgufFile {
             )
         })?;
         let arch_key = arch_name.to_string();
-        let num_heads = metadata_usize(&content, &format!("{arch_key}.attention.head_count"))
-            .ok_or_else(|| {
-                Error::format(
-                    path,
-                    "GGUF file",
-                    format!("`{arch_key}.attention.head_count` is missing"),
-                )
-            })?;
-        let num_kv_heads = metadata_usize(&content, &format!("{arch_key}.attention.head_count_kv"))
-            .unwrap_or(num_heads);
+        let num_heads =
+            metadata_count(&content, &format!("{arch_key}.attention.head_count"), path)?
+                .ok_or_else(|| {
+                    Error::format(
+                        path,
+                        "GGUF file",
+                        format!("metadata `{arch_key}.attention.head_count` is missing"),
+                    )
+                })?;
+        let num_kv_heads =
+            metadata_count(&content, &format!("{arch_key}.attention.head_count_kv"), path)?
+                .unwrap_or(num_heads);
         Ok(Self {
             path: path.to_path_buf(),
             mmap,
@@ -126,8 +108,9 @@ impl GgufFile {
         })
     }
 
-    fn meta_usize(&self, key: &str) -> Option<usize> {
-        metadata_usize(&self.content, &format!("{}.{key}", self.arch_key))
+    /// A positive count of the architecture's metadata (`llama.block_count`), `None` if absent.
+    fn meta_count(&self, key: &str) -> Result<Option<usize>> {
+        metadata_count(&self.content, &format!("{}.{key}", self.arch_key), &self.path)
     }
 
     fn meta_f64(&self, key: &str) -> Option<f64> {
@@ -135,6 +118,23 @@ impl GgufFile {
             Value::F32(v) => Some(*v as f64),
             Value::F64(v) => Some(*v),
             _ => None,
+        }
+    }
+
+    /// `{arch}.block_count`: any positive count; the tensors decide whether it is right.
+    fn layer_count_metadata(&self) -> Result<usize> {
+        let key = format!("{}.block_count", self.arch_key);
+        match self.content.metadata.get(&key) {
+            None => {
+                Err(Error::format(&self.path, "GGUF file", format!("metadata `{key}` is missing")))
+            }
+            Some(v) => value_usize(v).filter(|&n| n > 0).ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    "GGUF file",
+                    format!("metadata `{key}` is {v:?}, not a positive count"),
+                )
+            }),
         }
     }
 
@@ -158,22 +158,32 @@ impl GgufFile {
         let embed = self.content.tensor_infos.get("token_embd.weight").ok_or_else(|| {
             Error::MissingTensor { path: self.path.clone(), name: "token_embd.weight".into() }
         })?;
-        let hidden =
-            self.meta_usize("embedding_length").ok_or_else(|| missing("embedding_length"))?;
-        let head_dim =
-            self.meta_usize("attention.key_length").unwrap_or(hidden / self.num_heads.max(1));
+        let &[vocab, _] = embed.shape.dims() else {
+            return Err(Error::format(
+                &self.path,
+                "GGUF file",
+                format!(
+                    "`token_embd.weight` has shape {:?}, not [vocab, hidden]",
+                    embed.shape.dims()
+                ),
+            ));
+        };
+        let required = |key: &str| self.meta_count(key)?.ok_or_else(|| missing(key));
+        let hidden = required("embedding_length")?;
+        let head_dim = self.meta_count("attention.key_length")?.unwrap_or(hidden / self.num_heads);
         let tied = !self.content.tensor_infos.contains_key("output.weight");
         let mut cfg = json!({
             "architectures": [self.architecture.hf_class()],
             "model_type": self.architecture.model_type(),
-            "vocab_size": embed.shape.dims()[0],
+            "vocab_size": vocab,
             "hidden_size": hidden,
-            "intermediate_size": self.meta_usize("feed_forward_length").ok_or_else(|| missing("feed_forward_length"))?,
-            "num_hidden_layers": self.meta_usize("block_count").ok_or_else(|| missing("block_count"))?,
+            "intermediate_size": required("feed_forward_length")?,
+            // Checked against the `blk.N` tensors by `weights::build`, which names both numbers.
+            "num_hidden_layers": self.layer_count_metadata()?,
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "head_dim": head_dim,
-            "max_position_embeddings": self.meta_usize("context_length").unwrap_or(2048),
+            "max_position_embeddings": self.meta_count("context_length")?.unwrap_or(2048),
             "rms_norm_eps": self.meta_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
             "rope_theta": self.meta_f64("rope.freq_base").unwrap_or(10000.0),
             "hidden_act": "silu",
@@ -334,6 +344,18 @@ impl WeightSource for GgufFile {
         &self.path
     }
 
+    fn layer_count(&self) -> usize {
+        let highest = self.content.tensor_infos.keys().filter_map(|n| layer_index(n, "blk.")).max();
+        highest.map_or(0, |i| i.saturating_add(1))
+    }
+
+    fn total_elements(&self) -> u64 {
+        let count = |i: &candle_core::quantized::gguf_file::TensorInfo| {
+            i.shape.dims().iter().map(|&d| d as u64).product::<u64>()
+        };
+        self.content.tensor_infos.values().map(count).fold(0u64, u64::saturating_add)
+    }
+
     fn load(&self, name: &str) -> Result<Option<Tensor>> {
         let Some(gname) = gguf_name(name) else { return Ok(None) };
         if !self.content.tensor_infos.contains_key(&gname) {
@@ -360,7 +382,9 @@ impl WeightSource for GgufFile {
             None
         };
         match heads {
-            Some(n) if permuted => Ok(Some(reverse_permute(&t, n)?)),
+            // A tensor whose rows do not split into heads is left as it is, for the shape check
+            // of the caller to report.
+            Some(n) if permuted && t.dims()[0] % (2 * n) == 0 => Ok(Some(reverse_permute(&t, n)?)),
             _ => Ok(Some(t)),
         }
     }
@@ -432,6 +456,23 @@ fn value_usize(v: &Value) -> Option<usize> {
 fn metadata_usize(c: &Content, key: &str) -> Option<usize> {
     value_usize(c.metadata.get(key)?)
 }
+
+/// A positive integer of the metadata, `None` when the key is absent. Zero, a negative number, a
+/// value past 2^24 (no model dimension comes near) or another type is an error naming the key.
+fn metadata_count(c: &Content, key: &str, path: &Path) -> Result<Option<usize>> {
+    let Some(value) = c.metadata.get(key) else { return Ok(None) };
+    match value_usize(value) {
+        Some(n) if (1..=MAX_COUNT).contains(&n) => Ok(Some(n)),
+        _ => Err(Error::format(
+            path,
+            "GGUF file",
+            format!("metadata `{key}` is {value:?}, not a count between 1 and {MAX_COUNT}"),
+        )),
+    }
+}
+
+/// The largest width, depth or context a configuration may state (`config::MAX_SIZE`).
+const MAX_COUNT: usize = crate::model::config::MAX_SIZE;
 
 fn metadata_usizes(c: &Content, key: &str) -> Option<Vec<usize>> {
     match c.metadata.get(key)? {

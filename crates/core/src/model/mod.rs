@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decoder;
 pub mod gguf;
+pub mod gguf_header;
 pub mod origin;
 pub mod safetensors;
 pub mod save;
@@ -166,6 +167,9 @@ pub struct Model {
     pub origins: Vec<Origin>,
     /// What pruning did to this model (written as `layerfold.json` on save).
     pub provenance: Option<serde_json::Value>,
+    /// Every file or folder this model was made from (the checkpoint, calibration files): a save
+    /// never writes over one of them (`output`).
+    pub inputs: Vec<PathBuf>,
 }
 
 impl Model {
@@ -212,13 +216,14 @@ impl Model {
             .map_err(|e| Error::format(&config_path, "config.json", e))?;
         let raw: RawConfig = serde_json::from_value(hf_config.clone())
             .map_err(|e| Error::format(&config_path, "config.json", e))?;
-        let config = raw.resolve(&config_path.display().to_string())?;
+        let config = raw.resolve(&config_path)?;
         let weights = safetensors::SafetensorsWeights::open(dir)?;
         let tokenizer = TextTokenizer::from_file(
             &dir.join("tokenizer.json"),
             config.bos_token_id,
             config.eos_token_ids.first().copied(),
         )?;
+        tokenizer.check_fits(config.vocab_size, &dir.join("tokenizer.json"))?;
         let lm = weights::build(&config, &weights, dtype, device, ctx)?;
         let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
         let existing = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
@@ -238,6 +243,7 @@ impl Model {
             quantization: vec![],
             origins,
             provenance: None,
+            inputs: vec![dir.to_path_buf()],
         })
     }
 
@@ -246,8 +252,9 @@ impl Model {
         let hf_config = file.hf_config()?;
         let raw: RawConfig = serde_json::from_value(hf_config.clone())
             .map_err(|e| Error::Internal(format!("GGUF config: {e}")))?;
-        let config = raw.resolve(&path.display().to_string())?;
+        let config = raw.resolve(path)?;
         let tokenizer = file.tokenizer()?;
+        tokenizer.check_fits(config.vocab_size, path)?;
         let lm = weights::build(&config, &file, dtype, device, ctx)?;
         let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
         Ok(Self {
@@ -262,6 +269,7 @@ impl Model {
             quantization: file.quantization_summary(),
             origins,
             provenance: None,
+            inputs: vec![path.to_path_buf()],
         })
     }
 

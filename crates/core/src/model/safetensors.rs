@@ -12,7 +12,7 @@ use safetensors::tensor::{Metadata, TensorView};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::model::weights::WeightSource;
+use crate::model::weights::{layer_index, WeightSource};
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -28,6 +28,13 @@ struct MappedFile {
 impl MappedFile {
     fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::format(path, "safetensors file", "it is a folder, not a file"));
+        }
+        if meta.len() == 0 {
+            return Err(Error::format(path, "safetensors file", "the file is empty"));
+        }
         // SAFETY: the file is opened read-only and layerfold never writes to its inputs; a
         // concurrent external writer is outside what any mmap-based loader (candle, safetensors)
         // can guard against.
@@ -87,6 +94,16 @@ impl SafetensorsWeights {
                 let i = match shard_of.get(&shard) {
                     Some(&i) => i,
                     None => {
+                        if !is_plain_relative(&shard) {
+                            return Err(Error::format(
+                                &index_path,
+                                "safetensors index",
+                                format!(
+                                    "it names the shard `{shard}` for `{tensor}`, which is not a \
+                                     file inside the model folder"
+                                ),
+                            ));
+                        }
                         let path = dir.join(&shard);
                         if !path.exists() {
                             return Err(Error::NotFound {
@@ -131,6 +148,19 @@ impl WeightSource for SafetensorsWeights {
         &self.dir
     }
 
+    fn layer_count(&self) -> usize {
+        let highest = self.index.keys().filter_map(|n| layer_index(n, "model.layers.")).max();
+        highest.map_or(0, |i| i.saturating_add(1))
+    }
+
+    fn total_elements(&self) -> u64 {
+        let elements = |(name, &i): (&String, &usize)| {
+            let info = self.files[i].metadata.info(name)?;
+            Some(info.shape.iter().map(|&d| d as u64).product::<u64>())
+        };
+        self.index.iter().filter_map(elements).fold(0u64, u64::saturating_add)
+    }
+
     fn load(&self, name: &str) -> Result<Option<Tensor>> {
         match self.index.get(name) {
             None => Ok(None),
@@ -141,6 +171,31 @@ impl WeightSource for SafetensorsWeights {
                     name: name.to_string(),
                 })
             }
+        }
+    }
+}
+
+/// True when `name` is a relative path that stays inside the folder it is joined to: no root, no
+/// drive, no `..`. (Symbolic links inside the folder are allowed: the Hugging Face cache is made of
+/// them.)
+fn is_plain_relative(name: &str) -> bool {
+    use std::path::Component;
+    !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_stay_inside_the_folder() {
+        assert!(is_plain_relative("model-00001-of-00002.safetensors"));
+        assert!(is_plain_relative("./sub/model.safetensors"));
+        for bad in ["", "/etc/passwd", "../../etc/passwd", "a/../../b", "sub/.."] {
+            assert!(!is_plain_relative(bad), "{bad}");
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::safetensors::{INDEX_FILE, SINGLE_FILE};
 use crate::model::Model;
+use crate::output::OutputTarget;
 
 /// What pruning did, beside the weights (the method's record and report).
 pub const PROVENANCE_FILE: &str = "layerfold.json";
@@ -151,62 +152,19 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
-/// Fails unless `out` can receive a model: not the input, not a non-empty folder (unless `force`).
-pub fn check_target(model_path: &Path, out: &Path, force: bool) -> Result<()> {
-    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
-    if let (Some(a), Some(b)) = (canonical(model_path), canonical(out)) {
-        if a == b || a.starts_with(&b) {
-            return Err(Error::config(
-                "out",
-                format!("`{}` holds the input model; choose another folder", out.display()),
-            ));
-        }
-    }
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(Error::OutputExists { path: out.to_path_buf() });
-        }
-        let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
-        if !empty && !force {
-            return Err(Error::OutputExists { path: out.to_path_buf() });
-        }
-    }
-    Ok(())
-}
-
-/// Writes `model` to the folder `out` (see the module docs).
+/// Writes `model` to the folder `out` (see the module docs and `output` for the rule on targets).
 pub fn save(
     model: &Model,
     out: &Path,
     opts: &SaveOptions,
     ctx: &RunContext,
 ) -> Result<SaveSummary> {
-    check_target(&model.path, out, opts.force)?;
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::config("out", format!("`{}` has no folder name", out.display())))?
-        .to_string_lossy()
-        .to_string();
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = parent.join(format!(".{name}.layerfold-tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = write_folder(model, &tmp, opts, ctx).and_then(|summary| {
-        // Last chance to cancel: after this the folder is in place.
-        ctx.check_cancelled()?;
-        move_into_place(&tmp, out, opts.force)?;
-        Ok(SaveSummary { path: out.to_path_buf(), ..summary })
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    let staged = OutputTarget::check(out, &model.inputs, opts.force)?.stage()?;
+    let summary = write_folder(model, staged.path(), opts, ctx).map_err(|e| staged.relocate(e))?;
+    // Last chance to cancel: after this the folder is in place.
+    ctx.check_cancelled()?;
+    let path = staged.commit()?;
+    Ok(SaveSummary { path, ..summary })
 }
 
 fn write_folder(
@@ -336,23 +294,4 @@ fn sync(path: &Path) -> Result<()> {
             .map_err(|e| Error::io(path, e))?;
     }
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
-}
-
-/// Renames the finished `tmp` folder to `out`; with `force`, a non-empty `out` is moved aside
-/// first and removed after.
-fn move_into_place(tmp: &Path, out: &Path, force: bool) -> Result<()> {
-    if out.exists() {
-        let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
-        if empty {
-            std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
-        } else if force {
-            let aside = tmp.with_extension("old");
-            std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
-            std::fs::rename(tmp, out).map_err(|e| Error::io(out, e))?;
-            return std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e));
-        } else {
-            return Err(Error::OutputExists { path: out.to_path_buf() });
-        }
-    }
-    std::fs::rename(tmp, out).map_err(|e| Error::io(out, e))
 }

@@ -38,6 +38,27 @@ impl TextTokenizer {
         Ok(Self { inner, bos_token_id: bos, eos_token_id: eos })
     }
 
+    /// Fails unless every id the tokenizer can produce (and its BOS/EOS) has a row in the
+    /// model's `vocab_size`-row embedding; `path` names the tokenizer in the message.
+    pub fn check_fits(&self, vocab_size: usize, path: &Path) -> Result<()> {
+        let tokens = self.inner.get_vocab_size(true);
+        let special =
+            self.bos_token_id.into_iter().chain(self.eos_token_id).max().map(|i| i as usize + 1);
+        let needed = tokens.max(special.unwrap_or(0));
+        if needed > vocab_size {
+            return Err(Error::format(
+                path,
+                "tokenizer",
+                format!(
+                    "it has token ids up to {}, but the model's embedding has {vocab_size} rows \
+                     (vocab_size): the tokenizer does not belong to these weights",
+                    needed - 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Token ids of `text` with no special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self

@@ -17,6 +17,17 @@ pub trait WeightSource {
     fn path(&self) -> &Path;
     /// The tensor in any dtype on the CPU, or `None` if the checkpoint has no such tensor.
     fn load(&self, name: &str) -> Result<Option<Tensor>>;
+    /// The decoder layers the checkpoint holds: one more than the highest layer index among its
+    /// tensor names (0 when there are none).
+    fn layer_count(&self) -> usize;
+    /// The values of every tensor in the checkpoint (after dequantisation), from its header.
+    fn total_elements(&self) -> u64;
+}
+
+/// The layer index of a tensor name that starts with `prefix` and then `{i}.`
+/// (`model.layers.` for Hugging Face names, `blk.` for GGUF's).
+pub fn layer_index(name: &str, prefix: &str) -> Option<usize> {
+    name.strip_prefix(prefix)?.split_once('.')?.0.parse().ok()
 }
 
 struct Builder<'a> {
@@ -36,7 +47,9 @@ impl Builder<'_> {
                 got: t.dims().to_vec(),
             });
         }
-        Ok(Some(t.to_dtype(self.dtype)?.to_device(self.device)?))
+        let t = t.to_dtype(self.dtype)?;
+        check_finite(&t, name, self.src.path())?;
+        Ok(Some(t.to_device(self.device)?))
     }
 
     fn required(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -104,11 +117,32 @@ pub fn build(
     device: &Device,
     ctx: &RunContext,
 ) -> Result<CausalLm> {
+    let found = src.layer_count();
+    if found != cfg.num_hidden_layers {
+        return Err(Error::format(
+            src.path(),
+            "checkpoint",
+            format!(
+                "the configuration says {} layers (num_hidden_layers) but the weights hold {found}: \
+                 config.json does not match the weights",
+                cfg.num_hidden_layers
+            ),
+        ));
+    }
+    let needed = src.total_elements().saturating_mul(dtype.size_in_bytes() as u64);
+    if let Some(available) = crate::context::available_memory().filter(|&a| needed > a) {
+        return Err(Error::OutOfMemory {
+            what: format!("loading `{}` in {dtype:?}", src.path().display()),
+            needed,
+            available,
+            hint: "free memory, load it in a smaller dtype (bf16), or use a larger machine".into(),
+        });
+    }
     let b = Builder { src, dtype, device };
     let (v, d) = (cfg.vocab_size, cfg.hidden_size);
     let total = cfg.num_hidden_layers as u64;
     let embed_tokens = b.required("model.embed_tokens.weight", &[v, d])?;
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    let mut layers = Vec::with_capacity(found);
     for i in 0..cfg.num_hidden_layers {
         ctx.check_cancelled()?;
         layers.push(b.layer(cfg, i)?);
@@ -120,4 +154,29 @@ pub fn build(
     let lm_head =
         if cfg.tie_word_embeddings { None } else { Some(b.required("lm_head.weight", &[v, d])?) };
     Ok(CausalLm { embed_tokens, layers, norm, lm_head })
+}
+
+/// Fails when `t` (tensor `name` of `path`, in the dtype it will be used in) holds NaN or an
+/// infinity: every output of the model would then be NaN, and a silent NaN perplexity helps no
+/// one. An f32 sum is finite exactly when every value is (bar sums past 3e38, which are counted
+/// again and let through when the count is 0).
+fn check_finite(t: &Tensor, name: &str, path: &Path) -> Result<()> {
+    let values = t.to_dtype(DType::F32)?.flatten_all()?;
+    if values.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        return Ok(());
+    }
+    let bad = values.to_vec1::<f32>()?.iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(Error::format(
+        path,
+        "checkpoint",
+        format!(
+            "tensor `{name}` holds {bad} non-finite values (NaN or ±inf) of {} in {:?}: the \
+             checkpoint is corrupt, or its values overflow this dtype (load it in f32)",
+            values.elem_count(),
+            t.dtype()
+        ),
+    ))
 }

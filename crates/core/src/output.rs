@@ -70,15 +70,24 @@ impl OutputTarget {
         let out = &self.given;
         for input in &self.inputs {
             let what = if input.is_dir() { "folder" } else { "file" };
-            let problem = if *input == self.resolved {
-                format!("is the input {what} `{}`", input.display())
-            } else if input.starts_with(&self.resolved) {
-                format!("contains the input {what} `{}`", input.display())
-            } else if self.resolved.starts_with(input) {
-                format!("lies inside the input {what} `{}`", input.display())
-            } else {
-                continue;
-            };
+            // Paths first, then file identities, which also see through bind mounts and
+            // case-insensitive names.
+            let (out_id, out_up, in_up) =
+                (identity(&self.resolved), identities_up(&self.resolved), identities_up(input));
+            let problem =
+                if *input == self.resolved || out_id.is_some() && out_id == identity(input) {
+                    format!("is the input {what} `{}`", input.display())
+                } else if input.starts_with(&self.resolved)
+                    || out_id.is_some_and(|o| in_up.contains(&o))
+                {
+                    format!("contains the input {what} `{}`", input.display())
+                } else if self.resolved.starts_with(input)
+                    || identity(input).is_some_and(|i| out_up.contains(&i))
+                {
+                    format!("lies inside the input {what} `{}`", input.display())
+                } else {
+                    continue;
+                };
             let via_link = if self.resolved != absolute(out) { " (through a link)" } else { "" };
             return Err(Error::config(
                 "out",
@@ -351,6 +360,17 @@ fn resolve(out: &Path) -> Result<PathBuf> {
         resolved.push(part);
     }
     Ok(resolved)
+}
+
+/// The device and inode of `path`, if it exists.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identities of `path` (if it exists) and of every existing folder above it.
+fn identities_up(path: &Path) -> Vec<(u64, u64)> {
+    path.ancestors().filter_map(identity).collect()
 }
 
 /// A folder beside `input` to suggest in a message.

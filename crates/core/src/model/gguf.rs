@@ -297,6 +297,7 @@ impl GgufFile {
             inner: tok,
             bos_token_id: id("tokenizer.ggml.bos_token_id"),
             eos_token_id: id("tokenizer.ggml.eos_token_id"),
+            path: self.path.clone(),
         })
     }
 

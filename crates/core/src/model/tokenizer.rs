@@ -10,6 +10,8 @@ pub struct TextTokenizer {
     pub inner: tokenizers::Tokenizer,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// The file it was read from (`tokenizer.json` or the GGUF file), for messages.
+    pub path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -35,7 +37,7 @@ impl TextTokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::format(path, "tokenizer.json", e))?;
-        Ok(Self { inner, bos_token_id: bos, eos_token_id: eos })
+        Ok(Self { inner, bos_token_id: bos, eos_token_id: eos, path: path.to_path_buf() })
     }
 
     /// Fails unless every id the tokenizer can produce (and its BOS/EOS) has a row in the
@@ -61,10 +63,9 @@ impl TextTokenizer {
 
     /// Token ids of `text` with no special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::Internal(format!("tokenizer failed: {e}")))?;
+        let enc = self.inner.encode_fast(text, false).map_err(|e| {
+            Error::format(&self.path, "tokenizer", format!("it cannot encode the text: {e}"))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 

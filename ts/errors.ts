@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'E_OUTPUT_EXISTS',
   'E_DISK_FULL',
   'E_IO',
+  'E_OOM',
   'E_DEVICE',
   'E_ABORTED',
   'E_DISPOSED',

@@ -189,13 +189,11 @@ function guardProgress(onProgress?: (p: Progress) => void): ((p: { stage: string
  * Runs one native call with progress and cancellation: rejects with `signal.reason` when the
  * signal aborts (at once if it already has), and with a `LayerfoldError` otherwise.
  */
-async function runNative<T>(
-  run: RunOptions,
-  call: (
-    onProgress: ((p: { stage: string; done: number; total: number }) => void) | undefined,
-    cancel: InstanceType<typeof native.BindingCancelToken>,
-  ) => Promise<T>,
-): Promise<T> {
+type Binding = InstanceType<typeof native.BindingModel>;
+type CancelToken = InstanceType<typeof native.BindingCancelToken>;
+type NativeProgress = ((p: { stage: string; done: number; total: number }) => void) | undefined;
+
+async function runNative<T>(run: RunOptions, call: (onProgress: NativeProgress, cancel: CancelToken) => Promise<T>): Promise<T> {
   const { signal } = run;
   if (signal?.aborted) throw signal.reason;
   const token = new native.BindingCancelToken();
@@ -221,9 +219,12 @@ function splitRun<T extends object>(options: (T & RunOptions) | undefined): [Omi
  * `dispose()` or `await using`.
  */
 export class Model {
-  #binding: InstanceType<typeof native.BindingModel> | null;
+  #binding: Binding | null;
+  /** Native calls in flight; `dispose()` frees the weights once they have ended. */
+  #pending = 0;
+  #disposing = false;
 
-  private constructor(binding: InstanceType<typeof native.BindingModel>) {
+  private constructor(binding: Binding) {
     this.#binding = binding;
   }
 
@@ -239,9 +240,28 @@ export class Model {
     return new Model(binding);
   }
 
-  #get(): InstanceType<typeof native.BindingModel> {
-    if (!this.#binding) throw new LayerfoldError('E_DISPOSED', 'the model was disposed');
+  #get(): Binding {
+    if (!this.#binding || this.#disposing) throw new LayerfoldError('E_DISPOSED', 'the model was disposed');
     return this.#binding;
+  }
+
+  /**
+   * Runs a long native call on this model. A `dispose()` meanwhile (as `await using` does when a
+   * scope returns the call's promise unawaited) waits for the call to end instead of failing it.
+   */
+  async #run<T>(run: RunOptions, call: (binding: Binding, onProgress: NativeProgress, cancel: CancelToken) => Promise<T>): Promise<T> {
+    const binding = this.#get();
+    this.#pending++;
+    try {
+      return await runNative(run, (p, c) => call(binding, p, c));
+    } finally {
+      if (--this.#pending === 0 && this.#disposing) this.#release();
+    }
+  }
+
+  #release(): void {
+    this.#binding?.dispose();
+    this.#binding = null;
   }
 
   /** Architecture, sizes, dtype and device. */
@@ -262,8 +282,7 @@ export class Model {
     const [opts, run] = splitRun(options);
     const valid = validate(PerplexityOptionsSchema, opts);
     const source = typeof input === 'string' ? { text: input } : { file: input.file };
-    const binding = this.#get();
-    return runNative(run, (p, c) => binding.perplexity(source, valid, p, c));
+    return this.#run(run, (b, p, c) => b.perplexity(source, valid, p, c));
   }
 
   /**
@@ -274,8 +293,7 @@ export class Model {
   async save(dir: string, options?: SaveOptions & RunOptions): Promise<SaveResult> {
     const [opts, run] = splitRun(options);
     const valid = validate(SaveOptionsSchema, opts);
-    const binding = this.#get();
-    return runNative(run, (p, c) => binding.save(dir, valid, p, c));
+    return this.#run(run, (b, p, c) => b.save(dir, valid, p, c));
   }
 
   /**
@@ -286,8 +304,7 @@ export class Model {
     const { onProgress, signal, ...opts } = options;
     const run: RunOptions = { onProgress, signal };
     const valid = validate(PruneOptionsSchema, opts);
-    const binding = this.#get();
-    const pruned = await runNative(run, (p, c) => binding.prune(bindingifyPrune(valid), p, c));
+    const pruned = await this.#run(run, (b, p, c) => b.prune(bindingifyPrune(valid), p, c));
     const summary = JSON.parse(pruned.provenance() as string) as PruneSummary;
     return { ...summary, model: new Model(pruned) };
   }
@@ -305,18 +322,20 @@ export class Model {
   async analyze(options?: AnalyzeOptions & RunOptions): Promise<Analysis> {
     const [opts, run] = splitRun(options);
     const valid = validate(AnalyzeOptionsSchema, opts);
-    const binding = this.#get();
-    return JSON.parse(await runNative(run, (p, c) => binding.analyze(bindingifyAnalyze(valid), p, c))) as Analysis;
+    return JSON.parse(await this.#run(run, (b, p, c) => b.analyze(bindingifyAnalyze(valid), p, c))) as Analysis;
   }
 
-  /** Frees the weights. Safe to call more than once. */
+  /**
+   * Frees the weights, at once or, while calls are running, when the last one ends. Calls after it
+   * throw `E_DISPOSED`. Safe to call more than once.
+   */
   async dispose(): Promise<void> {
-    this.#binding?.dispose();
-    this.#binding = null;
+    this.#disposing = true;
+    if (this.#pending === 0) this.#release();
   }
 
   get disposed(): boolean {
-    return this.#binding === null;
+    return this.#disposing || this.#binding === null;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -7,6 +7,8 @@ pub mod calib;
 pub mod context;
 pub mod error;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod methods;
 pub mod model;
 pub mod output;

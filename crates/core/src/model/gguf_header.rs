@@ -143,7 +143,7 @@ impl<'a> Walker<'a> {
         if least.is_none_or(|n| n > self.remaining()) {
             return Err(self.bad(format!(
                 "the header declares {entries} metadata entries and {tensors} tensors, more than \
-                 the file's {} bytes can hold",
+                 the file's {} bytes can hold: it is truncated or corrupt",
                 self.bytes.len()
             )));
         }
@@ -278,7 +278,7 @@ impl<'a> Walker<'a> {
                 };
                 match size {
                     Some(size) => {
-                        let n = count.checked_mul(size).unwrap_or(u64::MAX);
+                        let n = count.saturating_mul(size);
                         self.take(n, &what)?;
                     }
                     None => {
@@ -286,7 +286,8 @@ impl<'a> Walker<'a> {
                         let prefix = if self.wide { 8 } else { 4 };
                         if count.checked_mul(prefix).is_none_or(|n| n > self.remaining()) {
                             return Err(self.bad(format!(
-                                "`{key}` declares {count} elements, more than the file holds"
+                                "`{key}` declares {count} elements, more than the file holds: it is \
+                                 truncated or corrupt"
                             )));
                         }
                         for _ in 0..count {
@@ -323,7 +324,7 @@ mod tests {
         }
         b.extend(kind.to_le_bytes());
         b.extend(offset.to_le_bytes());
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(vec![0u8; data]);

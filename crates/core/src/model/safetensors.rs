@@ -143,6 +143,15 @@ impl SafetensorsWeights {
     }
 }
 
+impl SafetensorsWeights {
+    /// The tensor names the checkpoint lists, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.index.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
 impl WeightSource for SafetensorsWeights {
     fn path(&self) -> &Path {
         &self.dir

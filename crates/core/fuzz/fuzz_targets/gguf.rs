@@ -1,0 +1,9 @@
+#![no_main]
+//! Fuzz target `gguf`: see `layerfold_core::fuzzing::Fixture::gguf`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Any error is a correct answer to bad input; only a panic or an abort is a finding.
+    let _ = layerfold_core_fuzz::fixture("gguf").gguf(data);
+});

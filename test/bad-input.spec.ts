@@ -110,6 +110,15 @@ function nanIn(b: Buffer, tensor: string): Buffer {
   return out;
 }
 
+/** `b` with every value of `tensor` (f32) set to `value`. */
+function filled(b: Buffer, tensor: string, value: number): Buffer {
+  const { header, dataAt } = safetensorsHeader(b);
+  const out = Buffer.from(b);
+  const [start, end] = header[tensor].data_offsets;
+  for (let at = dataAt + start; at < dataAt + end; at += 4) out.writeFloatLE(value, at);
+  return out;
+}
+
 function ggufWithTensorType(b: Buffer, tensor: string, type: number): Buffer {
   const out = Buffer.from(b);
   const t = ggufLayout(out).tensors.find((x) => x.name === tensor);
@@ -247,6 +256,12 @@ const cases: Case[] = [
   { name: 'ppl: --data that is a folder', args: (w) => ['ppl', w.stories(), '--data', w.folder('texts')], code: 'E_CONFIG', says: /texts.*folder/ },
   { name: 'ppl: --data that is not UTF-8', args: (w) => ['ppl', w.stories(), '--data', w.file('b.txt', Buffer.from([0xff, 0xfe, 0x00, 0x80]))], code: 'E_DATA', says: /UTF-8/ },
   { name: 'ppl: --data jsonl without text fields', args: (w) => ['ppl', w.stories(), '--data', w.file('r.jsonl', '{"t": 1}\n')], code: 'E_DATA', says: /line 1/ },
+  {
+    name: 'ppl: activations that overflow f16',
+    args: (w) => ['ppl', w.weights((b) => filled(b, 'model.norm.weight', 60000)), '--dtype', 'f16', '--seq-len', '32', '--max-windows', '2'],
+    code: 'E_MODEL_FORMAT',
+    says: /not finite.*2 of 2 windows in F16/,
+  },
   { name: 'ppl: a model with a NaN weight', args: (w) => ['ppl', w.weights((b) => nanIn(b, 'model.norm.weight')), '--seq-len', '32'], code: 'E_MODEL_FORMAT', says: /model\.norm\.weight/ },
   // ---- convert -------------------------------------------------------------------------------------
   { name: 'convert: --out is the input', args: (w) => ['convert', w.stories(), '--out', path.join(w.dir, 'm'), '--force'], code: 'E_CONFIG', says: /is the input/ },
@@ -338,6 +353,23 @@ describe('bad input on the command line', () => {
       }
     });
   }
+});
+
+describe('numbers JSON cannot hold', () => {
+  it('a perplexity too large for a number comes with a warning, not a bare null', () => {
+    const w = new Workspace();
+    try {
+      const m = w.weights((b) => filled(b, 'model.norm.weight', 60000));
+      const r = spawnSync(process.execPath, [cli, 'ppl', m, '--seq-len', '32', '--max-windows', '2', '--json'], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      expect(doc.ppl).toBeNull();
+      expect(Number.isFinite(doc.nll) && doc.nll > 700).toBe(true);
+      expect(doc.warnings.join(' ')).toMatch(/too large for a number.*compare nll/);
+    } finally {
+      fs.rmSync(w.dir, { recursive: true, force: true });
+    }
+  });
 });
 
 interface ApiCase {

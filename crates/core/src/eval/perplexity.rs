@@ -121,6 +121,13 @@ pub fn perplexity(
         ));
     }
     let nll = nll_total / count as f64;
+    if !nll.exp().is_finite() {
+        // JSON has no infinity: say why `ppl` is missing rather than leave a bare null.
+        warnings.push(format!(
+            "the perplexity exp({nll:.1}) is too large for a number (the model predicts this text \
+             far worse than chance): compare nll instead"
+        ));
+    }
     Ok(PerplexityResult {
         ppl: nll.exp(),
         nll,

@@ -9,7 +9,8 @@ Nothing here is committed: the corpora derive from ../shared, which the reposito
                       writes: `model-{k:05}-of-{n:05}.safetensors` in tensor-name order), and a subset.
 - gguf:               stories260K as a llama GGUF v3 (as llama.cpp's converter writes it: q/k rows
                       permuted, a byte-level BPE vocabulary from its tokenizer.json) in F32, F16, and
-                      Q8_0 where the row length allows; and the start of the SmolLM2 GGUF header.
+                      Q8_0 where the row length allows; a one-layer model with its vocabulary and
+                      small random weights; and the start of the SmolLM2 GGUF header.
 - config:             every config.json in ../shared and in the oracle's tiny models.
 - text:               4 KiB slices of the perplexity and calibration corpora, a jsonl of their lines.
 """
@@ -214,6 +215,59 @@ def stories_gguf(kind: str) -> bytes:
     return head + data
 
 
+def tiny_gguf() -> bytes:
+    """A one-layer llama GGUF with stories260K's vocabulary and seeded random weights (d 16): small
+    tensor data, so that mutations land in the header and the tokenizer as often as in the data."""
+    import random
+
+    rng = random.Random(0)
+    tok = json.loads(need(STORIES / "tokenizer.json").read_text())
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    tokens = [byte_level(t) for t, _ in vocab]
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in tok["model"]["merges"]]
+    merges = [f"{byte_level(a)} {byte_level(b)}" for a, b in pairs][:64]
+    v, d, ff, nh = len(tokens), 16, 32, 2
+    meta = [
+        ("general.architecture", STRING, "llama"),
+        ("llama.block_count", U32, 1),
+        ("llama.context_length", U32, 64),
+        ("llama.embedding_length", U32, d),
+        ("llama.feed_forward_length", U32, ff),
+        ("llama.attention.head_count", U32, nh),
+        ("llama.attention.head_count_kv", U32, 1),
+        ("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
+        ("tokenizer.ggml.model", STRING, "gpt2"),
+        ("tokenizer.ggml.bos_token_id", U32, 1),
+        ("tokenizer.ggml.eos_token_id", U32, 2),
+    ]
+    body = b"".join(gstr(k) + struct.pack("<I", t) + gvalue(t, val) for k, t, val in meta)
+    body += gstr("tokenizer.ggml.tokens") + struct.pack("<I", ARRAY) + garray(STRING, tokens)
+    body += gstr("tokenizer.ggml.merges") + struct.pack("<I", ARRAY) + garray(STRING, merges)
+    dh = d // nh
+    shapes = {
+        "token_embd.weight": [v, d], "output_norm.weight": [d],
+        "blk.0.attn_norm.weight": [d], "blk.0.ffn_norm.weight": [d],
+        "blk.0.attn_q.weight": [d, d], "blk.0.attn_k.weight": [dh, d], "blk.0.attn_v.weight": [dh, d],
+        "blk.0.attn_output.weight": [d, d], "blk.0.ffn_gate.weight": [ff, d],
+        "blk.0.ffn_up.weight": [ff, d], "blk.0.ffn_down.weight": [d, ff],
+    }
+    infos, data = b"", b""
+    for name, shape in shapes.items():
+        n = 1
+        for x in shape:
+            n *= x
+        values = [1.0] * n if len(shape) == 1 else [rng.gauss(0, 0.1) for _ in range(n)]
+        ggml_type = 0 if len(shape) == 1 or name == "token_embd.weight" else 1
+        blob = struct.pack(f"<{n}f" if ggml_type == 0 else f"<{n}e", *values)
+        data += b"\0" * (-len(data) % 32)
+        infos += gstr(name) + struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", x) for x in reversed(shape))
+        infos += struct.pack("<IQ", ggml_type, len(data))
+        data += blob
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(meta) + 2) + body + infos
+    head += b"\0" * (-len(head) % 32)
+    return head + data
+
+
 def main() -> None:
     tensors = stories_tensors()
     write("safetensors", "stories260K", need(STORIES / "model.safetensors").read_bytes())
@@ -231,6 +285,7 @@ def main() -> None:
 
     for kind in ("f32", "f16", "q8_0"):
         write("gguf", f"stories260K-{kind}", stories_gguf(kind))
+    write("gguf", "tiny-one-layer", tiny_gguf())
     smol = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if smol.exists():
         with smol.open("rb") as f:

@@ -53,8 +53,7 @@ impl OutputTarget {
                 format!("`{}` is the root folder; choose a folder for the output", out.display()),
             ));
         }
-        let inputs: Vec<PathBuf> =
-            inputs.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+        let inputs = input_files(inputs);
         let target = Self { given: out.to_path_buf(), resolved, inputs, force };
         target.check_against_inputs()?;
         target.check_existing()?;
@@ -362,6 +361,24 @@ fn resolve(out: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+/// The inputs, links resolved, and for a folder also where the links inside it point: a Hugging
+/// Face cache snapshot is a folder of links into `blobs/`, and those blobs are the input's bytes.
+fn input_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let Ok(resolved) = std::fs::canonicalize(input) else { continue };
+        if resolved.is_dir() {
+            for entry in std::fs::read_dir(&resolved).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                    out.extend(std::fs::canonicalize(entry.path()).ok());
+                }
+            }
+        }
+        out.push(resolved);
+    }
+    out
+}
+
 /// The device and inode of `path`, if it exists.
 fn identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -499,6 +516,20 @@ mod tests {
         let e = OutputTarget::check(&link.join("x"), &inputs(&model), true).unwrap_err();
         assert_eq!(e.code(), "E_CONFIG");
         assert!(OutputTarget::check(&dir.path().join("out"), &inputs(&model), false).is_ok());
+    }
+
+    #[test]
+    fn the_files_an_input_links_to_are_inputs_too() {
+        // A Hugging Face cache: snapshots/main/model.safetensors -> ../../blobs/abc.
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let snapshot = dir.path().join("snapshots/main");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(blobs.join("abc"), "weights").unwrap();
+        std::os::unix::fs::symlink("../../blobs/abc", snapshot.join("model.safetensors")).unwrap();
+        let e = OutputTarget::check(&blobs, &inputs(&snapshot), true).unwrap_err();
+        assert!(e.to_string().contains("contains the input file"), "{e}");
     }
 
     #[test]

@@ -11,17 +11,30 @@ export function progressBar(quiet: boolean): { onProgress?: (p: Progress) => voi
   if (quiet || !process.stderr.isTTY) return { stop: () => {} };
   let bar: cliProgress.SingleBar | undefined;
   let stage = '';
-  const stop = () => {
+  // Reports still queued from native threads may arrive after the command ended: ignore them.
+  let closed = false;
+  const clear = () => {
     bar?.stop();
     bar = undefined;
   };
+  const stop = () => {
+    closed = true;
+    clear();
+  };
   return {
     onProgress: (p) => {
+      if (closed) return;
       if (p.stage !== stage || !bar) {
-        stop();
+        clear();
         stage = p.stage;
         bar = new cliProgress.SingleBar(
-          { stream: process.stderr, format: `${p.stage.padEnd(8)} [{bar}] {value}/{total} {duration_formatted}`, hideCursor: true },
+          {
+            stream: process.stderr,
+            format: `${p.stage.padEnd(8)} [{bar}] {value}/{total} {duration_formatted}`,
+            hideCursor: true,
+            // Erase the bar when it stops: the next stage's bar, or the result, takes its line.
+            clearOnComplete: true,
+          },
           cliProgress.Presets.shades_classic,
         );
         bar.start(p.total, p.done);

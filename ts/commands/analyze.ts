@@ -14,7 +14,6 @@ import { readConfigFile } from '../config-file';
 import { checkOutputFolder, writeFolderAtomically } from '../output';
 import { analysisTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
-import { printJson } from '../terminal';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
@@ -58,8 +57,10 @@ export function register(program: Command): void {
         Boolean(opts.force),
       );
       const seconds = (performance.now() - started) / 1000;
-      if (json) return printJson({ out: path.resolve(out), files, states: analysis.states, tokens: analysis.tokens, seconds });
-      process.stdout.write(analysisTable(analysis) + `wrote ${files.join(', ')} to ${path.resolve(out)}\n`);
+      return {
+        json: { out: path.resolve(out), files, states: analysis.states, tokens: analysis.tokens, seconds },
+        text: analysisTable(analysis) + `wrote ${files.join(', ')} to ${path.resolve(out)}\n`,
+      };
     });
   });
 }

@@ -5,7 +5,6 @@ import { loadModel } from '../index';
 import { LoadOptionsSchema, SaveOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
 import { checkOutputFolder } from '../output';
-import { printJson } from '../terminal';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
@@ -30,8 +29,10 @@ export function register(program: Command): void {
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const r = await model.save(opts.out as string, { ...save, signal, onProgress });
       const seconds = (performance.now() - started) / 1000;
-      if (json) return printJson({ ...r, model: modelPath, layers: model.info().numLayers, seconds });
-      process.stdout.write(`wrote ${r.path} (${r.files.join(', ')}; ${(r.bytes / 1e6).toFixed(1)} MB of weights)\n`);
+      return {
+        json: { ...r, model: modelPath, layers: model.info().numLayers, seconds },
+        text: `wrote ${r.path} (${r.files.join(', ')}; ${(r.bytes / 1e6).toFixed(1)} MB of weights)\n`,
+      };
     });
   });
 }

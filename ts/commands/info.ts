@@ -4,7 +4,6 @@ import { Command } from 'commander';
 import { loadModel } from '../index';
 import { LoadOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
-import { printJson } from '../terminal';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
@@ -20,7 +19,6 @@ export function register(program: Command): void {
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const info = model.info();
-      if (json) return printJson(info);
       const rows: [string, string | number][] = [
         ['architecture', info.architecture],
         ['format', info.format + (info.quantization.length ? ` (${info.quantization.map((q) => `${q.type}×${q.count}`).join(', ')})` : '')],
@@ -35,7 +33,7 @@ export function register(program: Command): void {
         ['parameters', info.parameters.toLocaleString('en-US')],
         ['dtype / device', `${info.dtype} / ${info.device}`],
       ];
-      for (const [k, v] of rows) process.stdout.write(`${k.padEnd(16)} ${v}\n`);
+      return { json: info, text: rows.map(([k, v]) => `${k.padEnd(16)} ${v}\n`).join('') };
     });
   });
 }

@@ -7,7 +7,6 @@ import { LoadOptionsSchema, PerplexityOptionsSchema, validate } from '../config'
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
 import { LayerfoldError } from '../errors';
 import { DEFAULT_PPL_DATA, sharedFile } from '../paths';
-import { printJson } from '../terminal';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
@@ -31,11 +30,11 @@ export function register(program: Command): void {
       }
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const r = await model.perplexity({ file: data }, { ...ppl, signal, onProgress });
-      if (json) return printJson({ ...r, model: modelPath, data });
-      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stdout.write(
-        `perplexity ${r.ppl.toFixed(4)}  (seqLen ${r.seqLen}, ${r.windows} windows, ${r.tokens} predicted tokens, ${r.seconds.toFixed(1)} s)\n`,
-      );
+      return {
+        json: { ...r, model: modelPath, data },
+        text: `perplexity ${r.ppl.toFixed(4)}  (seqLen ${r.seqLen}, ${r.windows} windows, ${r.tokens} predicted tokens, ${r.seconds.toFixed(1)} s)\n`,
+        warnings: r.warnings,
+      };
     });
   });
 }

@@ -14,7 +14,6 @@ import { readConfigFile } from '../config-file';
 import { checkOutputFolder } from '../output';
 import { pruneTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
-import { printJson } from '../terminal';
 import { runCommand } from './run';
 
 const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
@@ -68,8 +67,7 @@ export function register(program: Command): void {
       await using pruned = result.model;
       await pruned.save(out, { dtype: opts.dtype as never, force: Boolean(opts.force), signal, onProgress });
       const { model: _handle, ...summary } = result;
-      if (json) return printJson({ ...summary, out: path.resolve(out) });
-      process.stdout.write(pruneTable(summary, path.resolve(out)));
+      return { json: { ...summary, out: path.resolve(out) }, text: pruneTable(summary, path.resolve(out)) };
     });
   });
 }

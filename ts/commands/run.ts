@@ -17,6 +17,13 @@ export interface CommandRun {
   onProgress?: (p: Progress) => void;
 }
 
+/** What a command prints: the `--json` document, or the text and warnings for a terminal. */
+export interface CommandOutput {
+  json: unknown;
+  text: string;
+  warnings?: string[];
+}
+
 export function exitCodeFor(code: string): number {
   if (code === 'E_CONFIG') return EXIT_USAGE;
   if (code === 'E_ABORTED') return EXIT_INTERRUPTED;
@@ -30,15 +37,23 @@ export function reportFailure(error: LayerfoldError, json: boolean): number {
   return exitCodeFor(error.code);
 }
 
-/** Runs a command body and sets `process.exitCode`. */
-export async function runCommand(json: boolean, body: (run: CommandRun) => Promise<void>): Promise<void> {
+/**
+ * Runs a command body and sets `process.exitCode`. The body returns what to print; the progress
+ * bar is stopped and erased before anything is printed, so a result never lands inside a bar.
+ */
+export async function runCommand(json: boolean, body: (run: CommandRun) => Promise<CommandOutput>): Promise<void> {
   const controller = new AbortController();
   const onSigint = () => controller.abort(new LayerfoldError('E_ABORTED', 'interrupted (SIGINT)'));
   process.once('SIGINT', onSigint);
   const bar = progressBar(json);
   try {
-    await body({ signal: controller.signal, onProgress: bar.onProgress });
+    const out = await body({ signal: controller.signal, onProgress: bar.onProgress });
     bar.stop();
+    if (json) printJson(out.json);
+    else {
+      for (const w of out.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
+      process.stdout.write(out.text);
+    }
     process.exitCode = EXIT_OK;
   } catch (e) {
     bar.stop();

@@ -40,6 +40,11 @@ export declare class BindingModel {
    * `CalibrationConfig`); resolves to the JSON of core's `Analysis`.
    */
   analyze(calibration: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<string>
+  /**
+   * Zero-shot multiple-choice evaluation (METHODS.md §4.2), scored as lm-evaluation-harness
+   * scores it.
+   */
+  evaluate(options?: BindingEvalOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingEvalResult>
   /** Frees the weights now (a running task keeps its own reference until it ends). */
   dispose(): void
   get disposed(): boolean
@@ -58,6 +63,43 @@ export declare class BindingStagedOutput {
   commit(): string
   /** Removes the staging folder and what was written into it. Safe to repeat. */
   discard(): void
+}
+
+export interface BindingEvalOptions {
+  /**
+   * Task ids (`boolq`, `piqa`, `hellaswag`, `winogrande`, `arc_easy`, `arc_challenge`,
+   * `openbookqa`) and `.jsonl` files of your own. Default: the seven standard tasks.
+   */
+  tasks?: Array<string>
+  /** The first `limit` examples of each task, in file order. Default: all. */
+  limit?: number
+  /** Requests per forward pass. Default 8. */
+  batchSize?: number
+  /** The folder holding the standard task files. */
+  dataDir?: string
+}
+
+export interface BindingEvalResult {
+  /** In the order asked for. */
+  tasks: Array<BindingTaskResult>
+  /** Mean of the reported metrics × 100. */
+  average: number
+  samples: Array<BindingEvalSample>
+  seconds: number
+}
+
+/** One scored example. */
+export interface BindingEvalSample {
+  task: string
+  /** 0-based index of the example in its file. */
+  doc: number
+  gold: number
+  /** `loglik(continuation | context)` per choice, in nats. */
+  loglik: Array<number>
+  /** Whether each choice's continuation was the greedy one. */
+  greedy: Array<boolean>
+  pred: number
+  predNorm: number
 }
 
 export interface BindingLoadOptions {
@@ -137,6 +179,20 @@ export interface BindingSaveResult {
   bytes: number
 }
 
+/** One task's result (METHODS.md §4.2). Standard errors are lm-eval's (`null` below 2 examples). */
+export interface BindingTaskResult {
+  name: string
+  /** The reported metric: `acc` or `acc_norm`. */
+  metric: string
+  value: number
+  stderr?: number
+  n: number
+  acc: number
+  accStderr?: number
+  accNorm: number
+  accNormStderr?: number
+}
+
 /** A count of tensors of one ggml type in a GGUF file. */
 export interface BindingTensorTypeCount {
   type: string
@@ -151,6 +207,9 @@ export interface BindingTextSource {
 
 /** Fails unless `out` may receive the output of a command that reads `inputs`. */
 export declare function checkOutput(out: string, inputs: Array<string>, force: boolean): void
+
+/** Fails unless the file `out` (a log) may be written for a command that reads `inputs`. */
+export declare function checkOutputFile(out: string, inputs: Array<string>, force: boolean): void
 
 /** Whether this build can use a CUDA device. */
 export declare function cudaAvailable(): boolean
@@ -167,3 +226,9 @@ export declare function methodDefaults(): string
 
 /** The version of the native addon. */
 export declare function nativeVersion(): string
+
+/**
+ * Writes the file `out` (a log) under the same rule as folders: never an input or inside one, an
+ * existing file replaced only with `force`, written beside and renamed into place.
+ */
+export declare function writeOutputFile(out: string, content: Buffer, inputs: Array<string>, force: boolean): string

@@ -10,6 +10,7 @@ import { LayerfoldError } from './errors';
 import { EXIT_OK, EXIT_USAGE, reportFailure } from './commands/run';
 import * as analyze from './commands/analyze';
 import * as convert from './commands/convert';
+import * as evaluate from './commands/eval';
 import * as info from './commands/info';
 import * as ppl from './commands/ppl';
 import * as prune from './commands/prune';
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const command of [info, ppl, prune, analyze, convert]) command.register(program);
+  for (const command of [info, ppl, evaluate, prune, analyze, convert]) command.register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -173,6 +173,24 @@ export const AnalyzeOptionsSchema = z.strictObject({
 });
 export type AnalyzeOptions = z.infer<typeof AnalyzeOptionsSchema>;
 
+export const EvaluateOptionsSchema = z.strictObject({
+  tasks: z
+    .array(z.string().min(1))
+    .min(1)
+    .optional()
+    .describe(
+      'Tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, or .jsonl files of your own. Default: the seven.',
+    ),
+  limit: positiveInt().optional().describe('The first N examples of each task, in file order (lm-eval --limit). Default: all.'),
+  batchSize: positiveInt().optional().describe('Requests per forward pass. Default 8.'),
+  dataDir: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Folder of the standard task files. Default: $LAYERFOLD_DATA.'),
+});
+export type EvaluateOptions = z.infer<typeof EvaluateOptionsSchema>;
+
 /** Every schema by name, for tools and editors. */
 export const schemas = {
   load: LoadOptionsSchema,
@@ -180,6 +198,7 @@ export const schemas = {
   save: SaveOptionsSchema,
   prune: PruneOptionsSchema,
   analyze: AnalyzeOptionsSchema,
+  evaluate: EvaluateOptionsSchema,
 } as const;
 
 /** The JSON Schema of each options object. */

@@ -11,12 +11,14 @@
 import native from './native';
 import {
   AnalyzeOptionsSchema,
+  EvaluateOptionsSchema,
   LoadOptionsSchema,
   PerplexityOptionsSchema,
   PruneOptionsSchema,
   SaveOptionsSchema,
   validate,
   type AnalyzeOptions,
+  type EvaluateOptions,
   type LoadOptions,
   type MethodName,
   type PerplexityOptions,
@@ -37,6 +39,7 @@ export {
   type AnalyzeOptions,
   type CalibrationOptions,
   type DType,
+  type EvaluateOptions,
   type LoadOptions,
   type MethodName,
   type PerplexityOptions,
@@ -168,6 +171,23 @@ export interface Analysis {
   adjacentCosine: number[];
   blockInfluence: number[];
   warnings: string[];
+}
+
+/** One task's result (METHODS.md §4.2): the reported `metric` and its `value`, and both accuracies. Standard errors are lm-eval's, `null` below 2 examples. */
+export type TaskResult = Omit<native.BindingTaskResult, 'name' | 'metric'> & { metric: 'acc' | 'acc_norm' };
+
+/** One scored example: per choice, `loglik(continuation | context)` in nats and whether it was the greedy continuation. */
+export type EvalSample = native.BindingEvalSample;
+
+/** The result of `Model.evaluate()`. */
+export interface EvalResult {
+  /** By task name, in the order asked for. */
+  tasks: Record<string, TaskResult>;
+  /** Mean of the reported metrics × 100 (METHODS.md §4.2). */
+  average: number;
+  samples: EvalSample[];
+  /** Wall time of the call, in seconds. */
+  seconds: number;
 }
 
 /** Text to evaluate: inline text, or a `.txt` (one document per non-empty line) or `.jsonl` (`{"text": …}` rows) file. */
@@ -323,6 +343,25 @@ export class Model {
     const [opts, run] = splitRun(options);
     const valid = validate(AnalyzeOptionsSchema, opts);
     return JSON.parse(await this.#run(run, (b, p, c) => b.analyze(bindingifyAnalyze(valid), p, c))) as Analysis;
+  }
+
+  /**
+   * Zero-shot multiple-choice evaluation scored exactly as lm-evaluation-harness 0.4 scores it
+   * (METHODS.md §4.2). The standard tasks read their files from `dataDir`, else `$LAYERFOLD_DATA`.
+   * @throws LayerfoldError `E_CONFIG` (an unknown task, limit 0, no data folder), `E_NOT_FOUND` (a task file), `E_DATA` (a bad row, named by file and line), `E_ABORTED`
+   * @example
+   * ```ts
+   * const r = await model.evaluate({ tasks: ['piqa', 'arc_easy'], limit: 100, dataDir: '../shared/data/eval' });
+   * console.log(r.tasks.piqa.acc, r.average);
+   * ```
+   */
+  async evaluate(options?: EvaluateOptions & RunOptions): Promise<EvalResult> {
+    const [opts, run] = splitRun(options);
+    const valid = validate(EvaluateOptionsSchema, opts);
+    const dataDir = valid.dataDir ?? process.env.LAYERFOLD_DATA;
+    const r = await this.#run(run, (b, p, c) => b.evaluate({ ...valid, dataDir }, p, c));
+    const tasks = Object.fromEntries(r.tasks.map(({ name, ...t }) => [name, t as TaskResult]));
+    return { tasks, average: r.average, samples: r.samples, seconds: r.seconds };
   }
 
   /**

@@ -46,3 +46,21 @@ export function writeFolderAtomically(dir: string, inputs: string[], files: Reco
   }
   return Object.keys(files).sort();
 }
+
+/** Fails unless the file `file` may be written for a command that reads `inputs` (core's rule for files). */
+export function checkOutputFile(file: string, inputs: string[], force: boolean): void {
+  try {
+    native.checkOutputFile(file, inputs, force);
+  } catch (e) {
+    throw toLayerfoldError(e);
+  }
+}
+
+/** Writes `content` to `file` atomically under core's output rule (`OutputTarget::write_file`). */
+export function writeOutputFile(file: string, inputs: string[], content: string | Buffer, force: boolean): string {
+  try {
+    return native.writeOutputFile(file, Buffer.from(content), inputs, force);
+  } catch (e) {
+    throw toLayerfoldError(e);
+  }
+}

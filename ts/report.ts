@@ -1,5 +1,5 @@
 /** Readable renderings of reports for the terminal. */
-import type { Analysis, Origin, PruneSummary } from './index';
+import type { Analysis, EvalResult, Origin, PruneSummary } from './index';
 
 const fmt = (x: number | null) =>
   x === null ? 'n/a' : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(3) : x.toFixed(4));
@@ -39,5 +39,18 @@ export function analysisTable(a: Analysis): string {
   a.adjacentCosine.forEach((c, i) => {
     lines.push(`${String(i).padStart(5)}  ${fmt(c).padStart(15)}  ${fmt(a.cka[i][i + 1]).padStart(15)}  ${fmt(a.blockInfluence[i])}`);
   });
+  return lines.join('\n') + '\n';
+}
+
+/** The per-task results of an evaluation and their average, as text. */
+export function evalTable(r: EvalResult): string {
+  const pct = (x: number | null) => (x === null ? '   n/a' : (100 * x).toFixed(2).padStart(6));
+  const lines = ['task            metric     value  ± stderr      n     acc  acc_norm'];
+  for (const [name, t] of Object.entries(r.tasks)) {
+    lines.push(
+      `${name.padEnd(15)} ${t.metric.padEnd(8)} ${pct(t.value)}  ± ${pct(t.stderr ?? null)}  ${String(t.n).padStart(5)}  ${pct(t.acc)}    ${pct(t.accNorm)}`,
+    );
+  }
+  lines.push(`average (METHODS.md 4.2 metrics × 100): ${r.average.toFixed(2)}   (${r.seconds.toFixed(1)} s)`);
   return lines.join('\n') + '\n';
 }

@@ -65,6 +65,64 @@ impl OutputTarget {
         &self.resolved
     }
 
+    /// Checks the file `out` (a log, a report) against the same rule: never an input or inside
+    /// one; an existing file is replaced only with `force`; a folder is the wrong kind.
+    pub fn check_file(out: &Path, inputs: &[PathBuf], force: bool) -> Result<Self> {
+        if out.as_os_str().is_empty() {
+            return Err(Error::config("out", "the output file is an empty path"));
+        }
+        let resolved = resolve(out)?;
+        if resolved.parent().is_none() {
+            return Err(Error::config("out", format!("`{}` is the root folder", out.display())));
+        }
+        let target =
+            Self { given: out.to_path_buf(), resolved, inputs: input_files(inputs), force };
+        target.check_against_inputs()?;
+        match std::fs::metadata(&target.resolved) {
+            Ok(m) if m.is_dir() => Err(Error::config(
+                "out",
+                format!("`{}` is a folder, not a file: give a file path", out.display()),
+            )),
+            Ok(_) if !force => Err(Error::OutputExists {
+                path: out.to_path_buf(),
+                hint: "choose another file, or pass force to replace it".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(part_is_file(out)),
+            _ => Ok(target),
+        }
+    }
+
+    /// Writes the file `out` after [`OutputTarget::check_file`]: beside it, then renamed into place.
+    pub fn write_file(
+        out: &Path,
+        bytes: &[u8],
+        inputs: &[PathBuf],
+        force: bool,
+    ) -> Result<PathBuf> {
+        let target = Self::check_file(out, inputs, force)?;
+        let parent = target.resolved.parent().expect("checked: the target is not the root");
+        let failed = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::StorageFull => Error::DiskFull { path: out.to_path_buf() },
+            std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+                part_is_file(out)
+            }
+            _ => Error::Unwritable { path: out.to_path_buf(), source },
+        };
+        std::fs::create_dir_all(parent).map_err(failed)?;
+        let name = target.name().to_os_string();
+        remove_stale(parent, &name);
+        let tmp = parent.join(Owner::current().file_name(&name, "tmp"));
+        let written = std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &target.resolved));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(failed(e));
+        }
+        let _ = sync_dir(parent);
+        Ok(out.to_path_buf())
+    }
+
     fn check_against_inputs(&self) -> Result<()> {
         let out = &self.given;
         for input in &self.inputs {
@@ -456,10 +514,13 @@ impl Owner {
 fn remove_stale(parent: &Path, name: &OsStr) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
-        if Owner::parse(&entry.file_name(), name).is_some_and(|o| o.is_gone())
-            && entry.file_type().is_ok_and(|t| t.is_dir())
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !Owner::parse(&entry.file_name(), name).is_some_and(|o| o.is_gone()) {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => drop(std::fs::remove_dir_all(entry.path())),
+            Ok(t) if t.is_file() => drop(std::fs::remove_file(entry.path())),
+            _ => {}
         }
     }
 }
@@ -587,6 +648,29 @@ mod tests {
         assert!(live.exists() && other.exists(), "live owners and other targets are left");
         staged.commit().unwrap();
         assert!(out.is_dir());
+    }
+
+    #[test]
+    fn files_follow_the_same_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("model.gguf");
+        std::fs::write(&input, "weights").unwrap();
+        let e = OutputTarget::write_file(&input, b"x", &inputs(&input), true).unwrap_err();
+        assert_eq!(e.code(), "E_CONFIG");
+        assert_eq!(std::fs::read(&input).unwrap(), b"weights");
+        let log = dir.path().join("logs/samples.jsonl");
+        OutputTarget::write_file(&log, b"a\n", &inputs(&input), false).unwrap();
+        let e = OutputTarget::write_file(&log, b"b\n", &inputs(&input), false).unwrap_err();
+        assert_eq!(e.code(), "E_OUTPUT_EXISTS");
+        OutputTarget::write_file(&log, b"b\n", &inputs(&input), true).unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), b"b\n");
+        assert_eq!(
+            std::fs::read_dir(log.parent().unwrap()).unwrap().count(),
+            1,
+            "no staging file left"
+        );
+        let e = OutputTarget::write_file(dir.path(), b"x", &[], true).unwrap_err();
+        assert!(e.to_string().contains("is a folder"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use napi_derive::napi;
 
 use layerfold_core::calib::text::TextSource;
 use layerfold_core::calib::CalibrationConfig;
+use layerfold_core::eval::multiple_choice::{evaluate, EvalOptions, EvalResult};
 use layerfold_core::eval::perplexity::{self, PerplexityOptions};
 use layerfold_core::methods::{self, PruneRequest};
 use layerfold_core::model::save::{self, SaveOptions};
@@ -52,6 +53,46 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> std::result::Result<T, Failure> {
     serde_json::from_str(json)
         .map_err(|e| Failure { code: "E_CONFIG", message: format!("invalid {what}: {e}") })
+}
+
+/// A number JSON can hold, else `None` (a standard error of fewer than two examples).
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn eval_result(r: EvalResult) -> BindingEvalResult {
+    BindingEvalResult {
+        tasks: r
+            .tasks
+            .into_iter()
+            .map(|(name, t)| BindingTaskResult {
+                name,
+                metric: t.metric.as_str().into(),
+                value: t.value,
+                stderr: finite(t.stderr),
+                n: t.n as u32,
+                acc: t.acc,
+                acc_stderr: finite(t.acc_stderr),
+                acc_norm: t.acc_norm,
+                acc_norm_stderr: finite(t.acc_norm_stderr),
+            })
+            .collect(),
+        average: r.average,
+        samples: r
+            .samples
+            .into_iter()
+            .map(|s| BindingEvalSample {
+                task: s.task,
+                doc: s.doc as u32,
+                gold: s.gold as u32,
+                loglik: s.loglik,
+                greedy: s.greedy,
+                pred: s.pred as u32,
+                pred_norm: s.pred_norm as u32,
+            })
+            .collect(),
+        seconds: r.seconds,
+    }
 }
 
 impl ObjectFinalize for BindingModel {
@@ -270,6 +311,35 @@ impl BindingModel {
             },
             |_, s| Ok(s),
         ))
+    }
+
+    /// Zero-shot multiple-choice evaluation (METHODS.md §4.2), scored as lm-evaluation-harness
+    /// scores it.
+    #[napi(ts_return_type = "Promise<BindingEvalResult>")]
+    pub fn evaluate(
+        &self,
+        options: Option<BindingEvalOptions>,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<AsyncTask<CoreTask<EvalResult, BindingEvalResult>>, napi::Error<Code>>
+    {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        let o = options.unwrap_or(BindingEvalOptions {
+            tasks: None,
+            limit: None,
+            batch_size: None,
+            data_dir: None,
+        });
+        let opts = EvalOptions {
+            tasks: o.tasks,
+            limit: o.limit.map(|v| v as usize),
+            batch_size: o.batch_size.map(|v| v as usize),
+            data_dir: o.data_dir.map(PathBuf::from),
+        };
+        Ok(CoreTask::new(move || Ok(evaluate(&model, &opts, &ctx)?), |_, r| Ok(eval_result(r))))
     }
 
     /// Frees the weights now (a running task keeps its own reference until it ends).

@@ -71,3 +71,25 @@ impl BindingStagedOutput {
         })
     }
 }
+
+/// Fails unless the file `out` (a log) may be written for a command that reads `inputs`.
+#[napi]
+pub fn check_output_file(out: String, inputs: Vec<String>, force: bool) -> Result<()> {
+    OutputTarget::check_file(&PathBuf::from(out), &paths(inputs), force)
+        .map(|_| ())
+        .map_err(|e| sync_error(e.into()))
+}
+
+/// Writes the file `out` (a log) under the same rule as folders: never an input or inside one, an
+/// existing file replaced only with `force`, written beside and renamed into place.
+#[napi]
+pub fn write_output_file(
+    out: String,
+    content: napi::bindgen_prelude::Buffer,
+    inputs: Vec<String>,
+    force: bool,
+) -> Result<String> {
+    OutputTarget::write_file(&PathBuf::from(out), &content, &paths(inputs), force)
+        .map(|p| p.display().to_string())
+        .map_err(|e| sync_error(e.into()))
+}

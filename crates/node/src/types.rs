@@ -129,3 +129,56 @@ pub struct BindingSaveResult {
     pub files: Vec<String>,
     pub bytes: f64,
 }
+
+#[napi(object)]
+pub struct BindingEvalOptions {
+    /// Task ids (`boolq`, `piqa`, `hellaswag`, `winogrande`, `arc_easy`, `arc_challenge`,
+    /// `openbookqa`) and `.jsonl` files of your own. Default: the seven standard tasks.
+    pub tasks: Option<Vec<String>>,
+    /// The first `limit` examples of each task, in file order. Default: all.
+    pub limit: Option<u32>,
+    /// Requests per forward pass. Default 8.
+    pub batch_size: Option<u32>,
+    /// The folder holding the standard task files.
+    pub data_dir: Option<String>,
+}
+
+/// One task's result (METHODS.md §4.2). Standard errors are lm-eval's (`null` below 2 examples).
+#[napi(object)]
+pub struct BindingTaskResult {
+    pub name: String,
+    /// The reported metric: `acc` or `acc_norm`.
+    pub metric: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub n: u32,
+    pub acc: f64,
+    pub acc_stderr: Option<f64>,
+    pub acc_norm: f64,
+    pub acc_norm_stderr: Option<f64>,
+}
+
+/// One scored example.
+#[napi(object)]
+pub struct BindingEvalSample {
+    pub task: String,
+    /// 0-based index of the example in its file.
+    pub doc: u32,
+    pub gold: u32,
+    /// `loglik(continuation | context)` per choice, in nats.
+    pub loglik: Vec<f64>,
+    /// Whether each choice's continuation was the greedy one.
+    pub greedy: Vec<bool>,
+    pub pred: u32,
+    pub pred_norm: u32,
+}
+
+#[napi(object)]
+pub struct BindingEvalResult {
+    /// In the order asked for.
+    pub tasks: Vec<BindingTaskResult>,
+    /// Mean of the reported metrics × 100.
+    pub average: f64,
+    pub samples: Vec<BindingEvalSample>,
+    pub seconds: f64,
+}

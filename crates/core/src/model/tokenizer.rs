@@ -69,6 +69,15 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with the special tokens its tokenizer file adds (its post-processor:
+    /// stories260K's adds BOS, a GGUF-built one none), as transformers' `encode` gives by default.
+    pub fn encode_special(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, true).map_err(|e| {
+            Error::format(&self.path, "tokenizer", format!("it cannot encode the text: {e}"))
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Token ids of `text` preceded by the one BOS token (when the model has one).
     pub fn encode_with_bos(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::new();

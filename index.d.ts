@@ -73,7 +73,7 @@ export interface BindingEvalOptions {
   tasks?: Array<string>
   /** The first `limit` examples of each task, in file order. Default: all. */
   limit?: number
-  /** Requests per forward pass. Default 8. */
+  /** Requests per forward pass. Default 32. */
   batchSize?: number
   /** The folder holding the standard task files. */
   dataDir?: string

@@ -182,7 +182,7 @@ export const EvaluateOptionsSchema = z.strictObject({
       'Tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, or .jsonl files of your own. Default: the seven.',
     ),
   limit: positiveInt().optional().describe('The first N examples of each task, in file order (lm-eval --limit). Default: all.'),
-  batchSize: positiveInt().optional().describe('Requests per forward pass. Default 8.'),
+  batchSize: positiveInt().optional().describe('Requests per forward pass. Default 32.'),
   dataDir: z
     .string()
     .min(1)

@@ -137,7 +137,7 @@ pub struct BindingEvalOptions {
     pub tasks: Option<Vec<String>>,
     /// The first `limit` examples of each task, in file order. Default: all.
     pub limit: Option<u32>,
-    /// Requests per forward pass. Default 8.
+    /// Requests per forward pass. Default 32.
     pub batch_size: Option<u32>,
     /// The folder holding the standard task files.
     pub data_dir: Option<String>,

@@ -6,11 +6,13 @@
 //! one; the log-probabilities of the continuation's tokens are summed, and it is greedy when every
 //! one is the argmax.
 
+use std::ops::Range;
+
 use candle_core::{DType, IndexOp, Tensor, D};
 
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
-use crate::model::decoder::{NoObserver, TokenBatch};
+use crate::model::decoder::TokenBatch;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
 
@@ -61,37 +63,109 @@ fn input(r: &Request, max_length: usize) -> (Vec<u32>, std::ops::Range<usize>) {
     (all, n - scored..n)
 }
 
-/// Scores `requests` in batches of at most `batch_size`, longest first (lm-eval's order; results
-/// come back in request order). Progress: one `eval` unit per request.
+/// Tokens one forward pass may hold (prefixes and continuations together).
+const PASS_TOKENS: usize = 8192;
+
+/// The length of the common prefix of `seqs`.
+fn common_prefix(seqs: &[&[u32]]) -> usize {
+    let Some((first, rest)) = seqs.split_first() else { return 0 };
+    let mut n = first.len();
+    for s in rest {
+        n = n.min(first.iter().zip(s.iter()).take_while(|(a, b)| a == b).count());
+    }
+    n
+}
+
+/// Scores `requests`; `groups` are runs of requests whose inputs may share a prefix (the choices
+/// of one example). The longest prefix a group's inputs share, up to its first scored position,
+/// runs once per group ([`CausalLm::prefix_cache`](crate::model::decoder::CausalLm)); the rest of
+/// each input runs from its keys and values. Groups of similar prefix length are batched, at most
+/// `batch_size` requests and [`PASS_TOKENS`] tokens a pass. Results are in request order;
+/// progress is one `eval` unit per request.
 pub fn score(
     model: &Model,
     requests: &[Request],
+    groups: &[Range<usize>],
     batch_size: usize,
     ctx: &RunContext,
     progress: (u64, u64),
 ) -> Result<Vec<Scored>> {
     let max_length = model.max_seq_len();
     let inputs: Vec<_> = requests.iter().map(|r| input(r, max_length)).collect();
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].0.len() + requests[i].continuation.len()));
+    // What each group can share: its common prefix, stopping before the first scored position.
+    let shared: Vec<usize> = groups
+        .iter()
+        .map(|g| {
+            let seqs: Vec<&[u32]> = g.clone().map(|i| inputs[i].0.as_slice()).collect();
+            // Every input keeps at least one token of its own, so no continuation pass is empty.
+            let first_scored = g.clone().map(|i| inputs[i].1.start).min().unwrap_or(0);
+            let shortest = seqs.iter().map(|s| s.len().saturating_sub(1)).min().unwrap_or(0);
+            common_prefix(&seqs).min(first_scored).min(shortest)
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse((shared[g], groups[g].len())));
     let mut out = vec![Scored { loglik: 0.0, greedy: true }; requests.len()];
     let check = || ctx.check_cancelled();
     let mut done = progress.0;
-    for batch in order.chunks(batch_size.max(1)) {
+    let mut next = 0;
+    while next < order.len() {
         ctx.check_cancelled()?;
-        let seqs: Vec<&[u32]> = batch.iter().map(|&i| inputs[i].0.as_slice()).collect();
-        let tokens = TokenBatch::new(&seqs, 0, model.lm.device())?;
-        let h = model.lm.forward(&model.config, &tokens, &mut NoObserver, &check)?;
+        // Take groups while the pass stays within its budget; the prefix is the shortest shared.
+        let mut batch = vec![order[next]];
+        let mut p = shared[order[next]];
+        next += 1;
+        while next < order.len() {
+            let g = order[next];
+            let p_new = p.min(shared[g]);
+            let reqs: usize = batch.iter().chain([&g]).map(|&g| groups[g].len()).sum();
+            let tokens: usize = batch
+                .iter()
+                .chain([&g])
+                .flat_map(|&g| groups[g].clone())
+                .map(|i| inputs[i].0.len() - p_new)
+                .max()
+                .unwrap_or(0)
+                * reqs
+                + p_new * (batch.len() + 1);
+            if reqs > batch_size || tokens > PASS_TOKENS {
+                break;
+            }
+            batch.push(g);
+            p = p_new;
+            next += 1;
+        }
+        let prefixes: Vec<&[u32]> =
+            batch.iter().map(|&g| &inputs[groups[g].start].0[..p]).collect();
+        let cache = if p > 0 {
+            model.lm.prefix_cache(
+                &model.config,
+                &TokenBatch::new(&prefixes, 0, model.lm.device())?,
+                &check,
+            )?
+        } else {
+            Vec::new()
+        };
+        let members: Vec<(usize, u32)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &g)| groups[g].clone().map(move |i| (i, row as u32)))
+            .collect();
+        let suffixes: Vec<&[u32]> = members.iter().map(|&(i, _)| &inputs[i].0[p..]).collect();
+        let rows: Vec<u32> = members.iter().map(|&(_, row)| row).collect();
+        let tokens = TokenBatch::new(&suffixes, 0, model.lm.device())?;
+        let h = model.lm.forward_after_prefix(&model.config, &tokens, &cache, &rows, &check)?;
         let s = tokens.seq_len();
-        let flat = h.reshape((batch.len() * s, ()))?;
-        for (row, &i) in batch.iter().enumerate() {
-            let (_, positions) = &inputs[i];
+        let flat = h.reshape((members.len() * s, ()))?;
+        for (row, &(i, _)) in members.iter().enumerate() {
+            let positions = &inputs[i].1;
             if positions.is_empty() {
                 continue;
             }
-            let targets =
-                &requests[i].continuation[requests[i].continuation.len() - positions.len()..];
-            let rows = flat.i(row * s + positions.start..row * s + positions.end)?;
+            let cont = &requests[i].continuation;
+            let targets = &cont[cont.len() - positions.len()..];
+            let first = row * s + positions.start - p;
+            let rows = flat.i(first..first + positions.len())?;
             let logprobs = candle_nn::ops::log_softmax(&model.lm.logits(&rows)?, D::Minus1)?;
             let target_ids = Tensor::new(targets, logprobs.device())?.unsqueeze(1)?;
             let picked = logprobs.gather(&target_ids, 1)?.squeeze(1)?.to_dtype(DType::F64)?;
@@ -101,7 +175,7 @@ pub fn score(
                 greedy: greedy.as_slice() == targets,
             };
         }
-        done += batch.len() as u64;
+        done += members.len() as u64;
         ctx.report(Stage::Eval, done, progress.1);
     }
     Ok(out)
@@ -118,5 +192,12 @@ mod tests {
         // lm-eval: (context + continuation)[-(max_length + 1):][:-1]
         assert_eq!(input(&r, 3), (vec![3, 4, 5], 1..3));
         assert_eq!(input(&r, 1), (vec![5], 0..1));
+    }
+
+    #[test]
+    fn common_prefix_of_sequences() {
+        assert_eq!(common_prefix(&[&[1, 2, 3], &[1, 2, 4], &[1, 2]]), 2);
+        assert_eq!(common_prefix(&[&[1, 2, 3]]), 3);
+        assert_eq!(common_prefix(&[&[5], &[1]]), 0);
     }
 }

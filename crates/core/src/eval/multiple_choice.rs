@@ -24,7 +24,7 @@ pub struct EvalOptions {
     pub tasks: Option<Vec<String>>,
     /// The first `limit` examples of each task, in file order (lm-eval `--limit`). Default: all.
     pub limit: Option<usize>,
-    /// Requests per forward pass. Default 8.
+    /// Requests per forward pass. Default 32.
     pub batch_size: Option<usize>,
     /// The folder of the standard task files.
     pub data_dir: Option<PathBuf>,
@@ -106,7 +106,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions, ctx: &RunContext) -> Result<E
     }
     let batch_size = match opts.batch_size {
         Some(0) => return Err(Error::config("batchSize", "must be at least 1")),
-        b => b.unwrap_or(8),
+        b => b.unwrap_or(32),
     };
     let names: Vec<String> = match &opts.tasks {
         Some(t) if t.is_empty() => return Err(Error::config("tasks", "name at least one task")),
@@ -137,7 +137,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions, ctx: &RunContext) -> Result<E
         }
         ctx.report(Stage::Tokenize, k as u64 + 1, tasks.len() as u64);
     }
-    let scored = score(model, &requests, batch_size, ctx, (0, requests.len() as u64))?;
+    let scored = score(model, &requests, &spans, batch_size, ctx, (0, requests.len() as u64))?;
     let mut spans = spans.into_iter();
     let mut results = Vec::new();
     let mut samples = Vec::new();

@@ -97,7 +97,24 @@ impl Attention {
 
     /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
     pub fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
+        Ok(self.attend_after(x, rope, None, sliding_window)?.0)
+    }
+
+    /// [`Attention::attend`] for `x` at positions `p..p + s`, after a prefix of `p` positions
+    /// whose keys and values are `past` (`p = 0` without one): queries see the prefix's keys and
+    /// their own causally. Returns the output and `x`'s own keys and values.
+    pub fn attend_after(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        past: Option<&KeyValues>,
+        sliding_window: Option<usize>,
+    ) -> Result<(Tensor, KeyValues)> {
         let (b, s, _) = x.dims3()?;
+        let offset = match past {
+            Some(p) => p.k.dim(2)?,
+            None => 0,
+        };
         let (nq, nkv, dh) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
         let group = nq / nkv;
         let heads = |proj: &Linear, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -108,9 +125,15 @@ impl Attention {
             };
             Ok(t.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope.apply(&heads(&self.q_proj, nq, &self.q_norm)?)?;
-        let k = rope.apply(&heads(&self.k_proj, nkv, &self.k_norm)?)?;
-        let v = heads(&self.v_proj, nkv, &None)?;
+        let q = rope.apply_at(&heads(&self.q_proj, nq, &self.q_norm)?, offset)?;
+        let own = KeyValues {
+            k: rope.apply_at(&heads(&self.k_proj, nkv, &self.k_norm)?, offset)?,
+            v: heads(&self.v_proj, nkv, &None)?,
+        };
+        let (k, v) = match past {
+            Some(p) => (Tensor::cat(&[&p.k, &own.k], 2)?, Tensor::cat(&[&p.v, &own.v], 2)?),
+            None => (own.k.clone(), own.v.clone()),
+        };
         // Query head h reads KV head h / G (HF layout), so the G query heads of one KV head are
         // adjacent: viewing queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
         let q = (q * (1.0 / (dh as f64).sqrt()))?;
@@ -120,24 +143,33 @@ impl Attention {
             let end = start + len;
             let q_blk =
                 q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
-            let k_blk = k.narrow(2, 0, end)?;
-            let v_blk = v.narrow(2, 0, end)?;
-            let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, end]
-            let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, end))?;
+            let keys = offset + end;
+            let k_blk = k.narrow(2, 0, keys)?;
+            let v_blk = v.narrow(2, 0, keys)?;
+            let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
+            let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
             // The fused CPU op masks implicitly and softmaxes in place (kernels/causal_softmax.rs);
             // other devices use its composed definition.
+            let q_start = offset + start;
             let probs = if scores.device().is_cpu() {
-                layerfold_kernels::causal_softmax_(&scores, start, sliding_window)?;
+                layerfold_kernels::causal_softmax_(&scores, q_start, sliding_window)?;
                 scores
             } else {
-                layerfold_kernels::causal_softmax_slow(&scores, start, sliding_window)?
+                layerfold_kernels::causal_softmax_slow(&scores, q_start, sliding_window)?
             };
-            let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, end))?;
+            let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
             blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
         }
         let out = Tensor::cat(&blocks, 2)?; // [b, n_q, s, d_h]
-        Ok(out.transpose(1, 2)?.reshape((b, s, nq * dh))?)
+        Ok((out.transpose(1, 2)?.reshape((b, s, nq * dh))?, own))
     }
+}
+
+/// One layer's keys (after RoPE) and values for a run of positions: `[b, n_kv, len, d_h]` each.
+#[derive(Debug, Clone)]
+pub struct KeyValues {
+    pub k: Tensor,
+    pub v: Tensor,
 }
 
 /// The SwiGLU feed-forward block.
@@ -177,16 +209,30 @@ impl DecoderLayer {
         ctx: &ForwardContext,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
-        let o = self.self_attn.attend(
+        Ok(self.forward_after(index, x, ctx, None, obs)?.0)
+    }
+
+    /// [`DecoderLayer::forward`] after a prefix whose keys and values are `past`
+    /// ([`Attention::attend_after`]); also returns this input's own keys and values.
+    pub fn forward_after(
+        &self,
+        index: usize,
+        x: &Tensor,
+        ctx: &ForwardContext,
+        past: Option<&KeyValues>,
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, KeyValues)> {
+        let (o, kv) = self.self_attn.attend_after(
             &self.input_layernorm.forward(x)?,
             &ctx.rope,
+            past,
             ctx.sliding_window,
         )?;
         obs.o_proj_input(index, &o, &ctx.tokens)?;
         let y = (x + self.self_attn.o_proj.forward(&o)?)?;
         let a = self.mlp.activation(&self.post_attention_layernorm.forward(&y)?)?;
         obs.down_proj_input(index, &a, &ctx.tokens)?;
-        Ok((y + self.mlp.down_proj.forward(&a)?)?)
+        Ok(((y + self.mlp.down_proj.forward(&a)?)?, kv))
     }
 
     /// Every tensor of the layer with its HF name relative to `model.layers.{i}.`.
@@ -247,11 +293,11 @@ impl Rope {
         Ok(Self { cos, sin })
     }
 
-    /// `x`: `[b, heads, s, d_h]`, contiguous.
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`: `[b, heads, s, d_h]`, contiguous, at positions `offset..offset + s`.
+    fn apply_at(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let s = x.dim(2)?;
-        let cos = self.cos.narrow(0, 0, s)?;
-        let sin = self.sin.narrow(0, 0, s)?;
+        let cos = self.cos.narrow(0, offset, s)?;
+        let sin = self.sin.narrow(0, offset, s)?;
         Ok(candle_nn::rotary_emb::rope(x, &cos, &sin)?)
     }
 }
@@ -436,9 +482,19 @@ impl CausalLm {
 
     /// The per-pass context for `batch`.
     pub fn context(&self, cfg: &Config, batch: &TokenBatch) -> Result<ForwardContext> {
+        self.context_after(cfg, batch, 0)
+    }
+
+    /// The per-pass context for `batch` at positions `offset..` (after a prefix of that length).
+    pub fn context_after(
+        &self,
+        cfg: &Config,
+        batch: &TokenBatch,
+        offset: usize,
+    ) -> Result<ForwardContext> {
         let s = batch.seq_len();
         Ok(ForwardContext {
-            rope: Rope::new(cfg, s, self.dtype(), self.device())?,
+            rope: Rope::new(cfg, offset + s, self.dtype(), self.device())?,
             sliding_window: cfg.sliding_window,
             tokens: TokenMask::new(batch.lengths.clone(), s, self.device())?,
         })

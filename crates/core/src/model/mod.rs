@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod gguf;
 pub mod gguf_header;
 pub mod origin;
+pub mod prefix;
 pub mod safetensors;
 pub mod save;
 pub mod tokenizer;

@@ -25,7 +25,7 @@ export declare class BindingModel {
   info(): BindingModelInfo
   /** Perplexity (METHODS.md §4.1) of the text or file. */
   perplexity(source: BindingTextSource, options?: BindingPerplexityOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingPerplexityResult>
-  /** Writes the model as a Hugging Face folder, atomically. */
+  /** Writes the model as a Hugging Face folder or a GGUF file, atomically. */
   save(dir: string, options?: BindingSaveOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingSaveResult>
   /**
    * Runs a depth-pruning method. `request` is the JSON of core's `PruneRequest`
@@ -45,6 +45,8 @@ export declare class BindingModel {
    * scores it.
    */
   evaluate(options?: BindingEvalOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingEvalResult>
+  /** Greedy continuation of a prompt (text, or token ids as they are). */
+  generate(prompt: string | Array<number>, options?: BindingGenerateOptions | undefined | null, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingGeneration>
   /** Frees the weights now (a running task keeps its own reference until it ends). */
   dispose(): void
   get disposed(): boolean
@@ -100,6 +102,27 @@ export interface BindingEvalSample {
   greedy: Array<boolean>
   pred: number
   predNorm: number
+}
+
+export interface BindingGenerateOptions {
+  /** New tokens at most; generation also stops after EOS. Default 32. */
+  maxTokens?: number
+  /** How many of each step's most probable tokens to report. Default 5. */
+  topK?: number
+}
+
+/** One generated token: its probability and the most probable tokens of its step. */
+export interface BindingGenerateStep {
+  token: number
+  prob: number
+  top: Array<BindingTokenProb>
+}
+
+export interface BindingGeneration {
+  promptTokens: Array<number>
+  steps: Array<BindingGenerateStep>
+  /** The generated tokens decoded. */
+  text: string
 }
 
 export interface BindingLoadOptions {
@@ -165,7 +188,15 @@ export interface BindingProgress {
 }
 
 export interface BindingSaveOptions {
-  /** Dtype of the saved weights: `f32`, `f16` or `bf16`. Default: the model's. */
+  /**
+   * `safetensors` (a Hugging Face folder) or `gguf` (one llama.cpp file). Default: `gguf` for
+   * a path ending in `.gguf`, else `safetensors`.
+   */
+  format?: string
+  /**
+   * Dtype of the saved weights: `f32`, `f16` or `bf16` (safetensors); `f32`, `f16` or `q8_0`
+   * (GGUF). Default: the model's (bf16 as f16 in GGUF).
+   */
   dtype?: string
   /** Bytes of tensor data per shard. Default 5e9. */
   maxShardBytes?: number
@@ -205,11 +236,23 @@ export interface BindingTextSource {
   file?: string
 }
 
+/** A token and its probability. */
+export interface BindingTokenProb {
+  token: number
+  prob: number
+}
+
 /** Fails unless `out` may receive the output of a command that reads `inputs`. */
 export declare function checkOutput(out: string, inputs: Array<string>, force: boolean): void
 
 /** Fails unless the file `out` (a log) may be written for a command that reads `inputs`. */
 export declare function checkOutputFile(out: string, inputs: Array<string>, force: boolean): void
+
+/**
+ * Fails unless `out` may receive a save with `options` of a model read from `inputs`: a folder
+ * or a GGUF file, checked before the model is loaded.
+ */
+export declare function checkSaveTarget(out: string, inputs: Array<string>, options?: BindingSaveOptions | undefined | null): void
 
 /** Whether this build can use a CUDA device. */
 export declare function cudaAvailable(): boolean

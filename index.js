@@ -840,6 +840,7 @@ module.exports.BindingModel = nativeBinding.BindingModel
 module.exports.BindingStagedOutput = nativeBinding.BindingStagedOutput
 module.exports.checkOutput = nativeBinding.checkOutput
 module.exports.checkOutputFile = nativeBinding.checkOutputFile
+module.exports.checkSaveTarget = nativeBinding.checkSaveTarget
 module.exports.cudaAvailable = nativeBinding.cudaAvailable
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.methodDefaults = nativeBinding.methodDefaults

@@ -33,8 +33,20 @@ export const PerplexityOptionsSchema = z.strictObject({
 });
 export type PerplexityOptions = z.infer<typeof PerplexityOptionsSchema>;
 
+/** What `save` writes: a Hugging Face folder of safetensors, or one llama.cpp GGUF file. */
+export const SAVE_FORMATS = ['safetensors', 'gguf'] as const;
+/** The dtypes of saved weights: `q8_0` is a GGUF type, `bf16` a safetensors one. */
+export const SAVE_DTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
+
 export const SaveOptionsSchema = z.strictObject({
-  dtype: dtype.optional().describe("Dtype of the saved weights. Default: the model's."),
+  format: z
+    .enum(SAVE_FORMATS)
+    .optional()
+    .describe('Output format: safetensors (a folder) or gguf (one file). Default: gguf for a path ending in .gguf.'),
+  dtype: z
+    .enum(SAVE_DTYPES)
+    .optional()
+    .describe("Dtype of the saved weights: f32, f16, bf16 (safetensors) or q8_0 (gguf). Default: the model's."),
   maxShardBytes: z
     .number()
     .positive()
@@ -191,6 +203,12 @@ export const EvaluateOptionsSchema = z.strictObject({
 });
 export type EvaluateOptions = z.infer<typeof EvaluateOptionsSchema>;
 
+export const GenerateOptionsSchema = z.strictObject({
+  maxTokens: positiveInt().optional().describe('New tokens at most; generation also stops after EOS. Default 32.'),
+  topK: z.int().min(0).optional().describe("How many of each step's most probable tokens to report. Default 5."),
+});
+export type GenerateOptions = z.infer<typeof GenerateOptionsSchema>;
+
 /** Every schema by name, for tools and editors. */
 export const schemas = {
   load: LoadOptionsSchema,
@@ -199,6 +217,7 @@ export const schemas = {
   prune: PruneOptionsSchema,
   analyze: AnalyzeOptionsSchema,
   evaluate: EvaluateOptionsSchema,
+  generate: GenerateOptionsSchema,
 } as const;
 
 /** The JSON Schema of each options object. */

@@ -12,6 +12,7 @@ import native from './native';
 import {
   AnalyzeOptionsSchema,
   EvaluateOptionsSchema,
+  GenerateOptionsSchema,
   LoadOptionsSchema,
   PerplexityOptionsSchema,
   PruneOptionsSchema,
@@ -19,6 +20,7 @@ import {
   validate,
   type AnalyzeOptions,
   type EvaluateOptions,
+  type GenerateOptions,
   type LoadOptions,
   type MethodName,
   type PerplexityOptions,
@@ -35,11 +37,14 @@ export {
   jsonSchemas,
   schemas,
   DTYPES,
+  SAVE_DTYPES,
+  SAVE_FORMATS,
   METHOD_NAMES,
   type AnalyzeOptions,
   type CalibrationOptions,
   type DType,
   type EvaluateOptions,
+  type GenerateOptions,
   type LoadOptions,
   type MethodName,
   type PerplexityOptions,
@@ -179,6 +184,9 @@ export type TaskResult = Omit<native.BindingTaskResult, 'name' | 'metric'> & { m
 /** One scored example: per choice, `loglik(continuation | context)` in nats and whether it was the greedy continuation. */
 export type EvalSample = native.BindingEvalSample;
 
+/** The result of `Model.generate()` (core's `Generation`). */
+export type Generation = native.BindingGeneration;
+
 /** The result of `Model.evaluate()`. */
 export interface EvalResult {
   /** By task name, in the order asked for. */
@@ -306,14 +314,15 @@ export class Model {
   }
 
   /**
-   * Writes the model as a Hugging Face folder (config.json, safetensors, tokenizer files),
-   * atomically: `dir` appears complete or not at all.
-   * @throws LayerfoldError `E_OUTPUT_EXISTS`, `E_DISK_FULL`, `E_IO`, `E_CONFIG`, `E_ABORTED`
+   * Writes the model as a Hugging Face folder (config.json, safetensors, tokenizer files) or, with
+   * `format: 'gguf'` or a path ending in `.gguf`, as one GGUF file that llama.cpp runs (`dtype`
+   * f32, f16 or q8_0), atomically: `path` appears complete or not at all.
+   * @throws LayerfoldError `E_OUTPUT_EXISTS`, `E_DISK_FULL`, `E_IO`, `E_CONFIG`, `E_UNSUPPORTED`, `E_ABORTED`
    */
-  async save(dir: string, options?: SaveOptions & RunOptions): Promise<SaveResult> {
+  async save(path: string, options?: SaveOptions & RunOptions): Promise<SaveResult> {
     const [opts, run] = splitRun(options);
     const valid = validate(SaveOptionsSchema, opts);
-    return this.#run(run, (b, p, c) => b.save(dir, valid, p, c));
+    return this.#run(run, (b, p, c) => b.save(path, valid, p, c));
   }
 
   /**
@@ -362,6 +371,23 @@ export class Model {
     const r = await this.#run(run, (b, p, c) => b.evaluate({ ...valid, dataDir }, p, c));
     const tasks = Object.fromEntries(r.tasks.map(({ name, ...t }) => [name, t as TaskResult]));
     return { tasks, average: r.average, samples: r.samples, seconds: r.seconds };
+  }
+
+  /**
+   * Greedy continuation of `prompt`: text (encoded with the special tokens its tokenizer adds) or
+   * token ids as they are. Each step reports its token's probability and the `topK` most
+   * probable tokens.
+   *
+   * @example
+   * ```ts
+   * const g = await pruned.generate('Once upon a time', { maxTokens: 16 });
+   * console.log(g.text, g.steps[0].top);
+   * ```
+   */
+  async generate(prompt: string | number[], options?: GenerateOptions & RunOptions): Promise<Generation> {
+    const [opts, run] = splitRun(options);
+    const valid = validate(GenerateOptionsSchema, opts);
+    return this.#run(run, (b, p, c) => b.generate(prompt, valid, p, c));
   }
 
   /**

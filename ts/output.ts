@@ -22,6 +22,18 @@ export function checkOutputFolder(dir: string, inputs: string[], force: boolean)
   }
 }
 
+/**
+ * Fails unless `out` may receive `save(out, options)` of a model read from `inputs` (a folder or
+ * a GGUF file, as core decides), before anything is loaded.
+ */
+export function checkSaveTarget(out: string, inputs: string[], options: { format?: string; dtype?: string; force?: boolean }): void {
+  try {
+    native.checkSaveTarget(out, inputs, { format: options.format, dtype: options.dtype, force: options.force });
+  } catch (e) {
+    throw toLayerfoldError(e);
+  }
+}
+
 /** Writes `files` into a staging folder beside `dir`, then moves it into place; returns the names. */
 export function writeFolderAtomically(dir: string, inputs: string[], files: Record<string, string | Buffer>, force: boolean): string[] {
   let staged: InstanceType<typeof native.BindingStagedOutput>;

@@ -1,21 +1,21 @@
-/** `layerfold convert <model> --out <dir>`: write any supported model as a Hugging Face folder. */
+/** `layerfold convert <model> --out <dir|file.gguf>`: write any supported model as a Hugging Face folder or a GGUF file. */
 import { Command } from 'commander';
 
 import { loadModel } from '../index';
-import { LoadOptionsSchema, SaveOptionsSchema, validate } from '../config';
+import { DTYPES, LoadOptionsSchema, SaveOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
-import { checkOutputFolder } from '../output';
+import { checkSaveTarget } from '../output';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
   const cmd = program
     .command('convert')
     .description(
-      'Write a model (Hugging Face folder or .gguf) as a Hugging Face folder: config.json, safetensors, tokenizer files. ' +
-        'GGUF weights are dequantized.',
+      'Write a model (Hugging Face folder or .gguf) as a Hugging Face folder (config.json, safetensors, tokenizer files) ' +
+        'or, with --format gguf or an .gguf path, as one GGUF file that llama.cpp runs. GGUF input weights are dequantized.',
     )
     .argument('<model>', 'model folder or .gguf file')
-    .requiredOption('--out <dir>', 'output folder; written atomically, never over the input')
+    .requiredOption('--out <path>', 'output folder (or .gguf file); written atomically, never over the input')
     .option('--json', 'print one JSON object');
   addSchemaOptions(cmd, SaveOptionsSchema);
   addSchemaOptions(cmd, LoadOptionsSchema, ['dtype']);
@@ -23,8 +23,10 @@ export function register(program: Command): void {
     const json = Boolean(opts.json);
     await runCommand(json, async ({ signal, onProgress }) => {
       const save = validate(SaveOptionsSchema, pickSchemaOptions(SaveOptionsSchema, opts));
-      const load = validate(LoadOptionsSchema, { device: opts.device, dtype: save.dtype });
-      checkOutputFolder(opts.out as string, [modelPath], Boolean(save.force));
+      // Weights load in the saved dtype where it is one; GGUF types are quantized from f32.
+      const loadDtype = (DTYPES as readonly string[]).includes(save.dtype ?? '') ? save.dtype : undefined;
+      const load = validate(LoadOptionsSchema, { device: opts.device, dtype: loadDtype });
+      checkSaveTarget(opts.out as string, [modelPath], save);
       const started = performance.now();
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const r = await model.save(opts.out as string, { ...save, signal, onProgress });

@@ -8,10 +8,11 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 
 import { loadModel } from '../index';
-import { DTYPES, LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, validate } from '../config';
+import { LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, SAVE_DTYPES, SAVE_FORMATS, validate } from '../config';
+import type { SaveOptions } from '../config';
 import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
 import { readConfigFile } from '../config-file';
-import { checkOutputFolder } from '../output';
+import { checkSaveTarget } from '../output';
 import { pruneTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
 import { runCommand } from './run';
@@ -47,8 +48,9 @@ export function register(program: Command): void {
     .option('--ratio <r>', 'target: fraction of the parameters to remove, in (0, 1)', num)
     .option('--threshold <t>', 'target (laco, slm): the output-similarity threshold T', num);
   addCalibrationOptions(cmd, { kind: "the method's", seqLen: "the method's", samples: "the method's" })
-    .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .addOption(new Option('--dtype <dtype>', "dtype of the saved weights; default: the model's").choices(DTYPES))
+    .requiredOption('--out <path>', 'output folder, or .gguf file (written atomically)')
+    .addOption(new Option('--format <format>', 'safetensors (a folder) or gguf (one llama.cpp file); default: gguf for an .gguf path').choices(SAVE_FORMATS))
+    .addOption(new Option('--dtype <dtype>', "dtype of the saved weights (q8_0: gguf only); default: the model's").choices(SAVE_DTYPES))
     .option('--force', 'replace a non-empty output folder')
     .option('--config <file>', 'options from a JSON or YAML file; flags override it')
     .option('--json', 'print one JSON object');
@@ -61,11 +63,12 @@ export function register(program: Command): void {
       const load = validate(LoadOptionsSchema, { device: opts.device });
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
-      checkOutputFolder(out, [modelPath, ...(calibrationFile ? [calibrationFile] : [])], Boolean(opts.force));
+      const save = { format: opts.format as SaveOptions['format'], dtype: opts.dtype as SaveOptions['dtype'], force: Boolean(opts.force) };
+      checkSaveTarget(out, [modelPath, ...(calibrationFile ? [calibrationFile] : [])], save);
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const result = await model.prune({ ...options, signal, onProgress });
       await using pruned = result.model;
-      await pruned.save(out, { dtype: opts.dtype as never, force: Boolean(opts.force), signal, onProgress });
+      await pruned.save(out, { ...save, signal, onProgress });
       const { model: _handle, ...summary } = result;
       return { json: { ...summary, out: path.resolve(out) }, text: pruneTable(summary, path.resolve(out)) };
     });

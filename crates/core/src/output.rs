@@ -99,6 +99,20 @@ impl OutputTarget {
         inputs: &[PathBuf],
         force: bool,
     ) -> Result<PathBuf> {
+        Self::write_file_with(out, inputs, force, |file| {
+            use std::io::Write;
+            file.write_all(bytes).map_err(|e| Error::io(out, e))
+        })
+    }
+
+    /// [`OutputTarget::write_file`] for content that `write` streams into the staged file (a
+    /// GGUF model). An error from `write`, or a failed flush or rename, removes the staged file.
+    pub fn write_file_with(
+        out: &Path,
+        inputs: &[PathBuf],
+        force: bool,
+        write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+    ) -> Result<PathBuf> {
         let target = Self::check_file(out, inputs, force)?;
         let parent = target.resolved.parent().expect("checked: the target is not the root");
         let failed = |source: std::io::Error| match source.kind() {
@@ -112,12 +126,18 @@ impl OutputTarget {
         let name = target.name().to_os_string();
         remove_stale(parent, &name);
         let tmp = parent.join(Owner::current().file_name(&name, "tmp"));
-        let written = std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &target.resolved));
-        if let Err(e) = written {
+        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
+        let written = write(&mut file).map_err(|e| match e {
+            // An error of the staged file is one of the target.
+            Error::Io { source, .. } => failed(source),
+            other => other,
+        });
+        let flushed = written.and_then(|()| {
+            file.sync_all().and_then(|()| std::fs::rename(&tmp, &target.resolved)).map_err(failed)
+        });
+        if let Err(e) = flushed {
             let _ = std::fs::remove_file(&tmp);
-            return Err(failed(e));
+            return Err(e);
         }
         let _ = sync_dir(parent);
         Ok(out.to_path_buf())

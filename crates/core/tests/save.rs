@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use common::*;
 use layerfold_core::model::decoder::{NoObserver, TokenBatch};
-use layerfold_core::model::save::{save, SaveOptions};
+use layerfold_core::model::save::{save, SaveDType, SaveOptions};
 use layerfold_core::{LoadOptions, Model, RunContext, Stage};
 use sha2::Digest;
 
@@ -149,7 +149,7 @@ fn sharded_save_reloads_identically_and_bf16_is_close() {
     save(
         &model,
         &half,
-        &SaveOptions { dtype: Some(DType::BF16), ..SaveOptions::default() },
+        &SaveOptions { dtype: Some(SaveDType::BF16), ..SaveOptions::default() },
         &RunContext::new(),
     )
     .unwrap();

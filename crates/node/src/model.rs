@@ -13,7 +13,8 @@ use layerfold_core::calib::CalibrationConfig;
 use layerfold_core::eval::multiple_choice::{evaluate, EvalOptions, EvalResult};
 use layerfold_core::eval::perplexity::{self, PerplexityOptions};
 use layerfold_core::methods::{self, PruneRequest};
-use layerfold_core::model::save::{self, SaveOptions};
+use layerfold_core::model::generate::{encode_prompt, generate, GenerateOptions, Generation};
+use layerfold_core::model::save::{self, SaveDType, SaveFormat, SaveOptions};
 use layerfold_core::model::{parse_dtype, DeviceChoice};
 use layerfold_core::{LoadOptions, Model};
 
@@ -56,6 +57,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// A number JSON can hold, else `None` (a standard error of fewer than two examples).
+/// Core's save options from the binding's.
+pub(crate) fn save_options(o: &BindingSaveOptions) -> layerfold_core::Result<SaveOptions> {
+    Ok(SaveOptions {
+        format: o.format.as_deref().map(SaveFormat::parse).transpose()?,
+        dtype: o.dtype.as_deref().map(SaveDType::parse).transpose()?,
+        max_shard_bytes: o
+            .max_shard_bytes
+            .map_or(SaveOptions::default().max_shard_bytes, |b| b as u64),
+        force: o.force.unwrap_or(false),
+    })
+}
+
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
@@ -217,7 +230,7 @@ impl BindingModel {
         ))
     }
 
-    /// Writes the model as a Hugging Face folder, atomically.
+    /// Writes the model as a Hugging Face folder or a GGUF file, atomically.
     #[napi(ts_return_type = "Promise<BindingSaveResult>")]
     pub fn save(
         &self,
@@ -233,23 +246,9 @@ impl BindingModel {
     > {
         let model = self.get()?;
         let ctx = run_context(on_progress, cancel);
-        let o = options.unwrap_or(BindingSaveOptions {
-            dtype: None,
-            max_shard_bytes: None,
-            force: None,
-        });
+        let o = options.unwrap_or_default();
         Ok(CoreTask::new(
-            move || {
-                let mut opts =
-                    SaveOptions { force: o.force.unwrap_or(false), ..SaveOptions::default() };
-                if let Some(d) = o.dtype.as_deref() {
-                    opts.dtype = Some(parse_dtype(d)?);
-                }
-                if let Some(b) = o.max_shard_bytes {
-                    opts.max_shard_bytes = b as u64;
-                }
-                Ok(save::save(&model, &PathBuf::from(dir), &opts, &ctx)?)
-            },
+            move || Ok(save::save(&model, &PathBuf::from(dir), &save_options(&o)?, &ctx)?),
             |_, s| {
                 Ok(BindingSaveResult {
                     path: s.path.display().to_string(),
@@ -340,6 +339,53 @@ impl BindingModel {
             data_dir: o.data_dir.map(PathBuf::from),
         };
         Ok(CoreTask::new(move || Ok(evaluate(&model, &opts, &ctx)?), |_, r| Ok(eval_result(r))))
+    }
+
+    /// Greedy continuation of a prompt (text, or token ids as they are).
+    #[napi(ts_return_type = "Promise<BindingGeneration>")]
+    pub fn generate(
+        &self,
+        prompt: Either<String, Vec<u32>>,
+        options: Option<BindingGenerateOptions>,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<AsyncTask<CoreTask<Generation, BindingGeneration>>, napi::Error<Code>>
+    {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        let o = options.unwrap_or_default();
+        let defaults = GenerateOptions::default();
+        let opts = GenerateOptions {
+            max_tokens: o.max_tokens.map_or(defaults.max_tokens, |v| v as usize),
+            top_k: o.top_k.map_or(defaults.top_k, |v| v as usize),
+        };
+        Ok(CoreTask::new(
+            move || {
+                let ids = match prompt {
+                    Either::A(text) => encode_prompt(&model, &text)?,
+                    Either::B(ids) => ids,
+                };
+                Ok(generate(&model, &ids, &opts, &ctx)?)
+            },
+            |_, g| {
+                let prob = |(token, prob): (u32, f64)| BindingTokenProb { token, prob };
+                Ok(BindingGeneration {
+                    prompt_tokens: g.prompt_tokens,
+                    steps: g
+                        .steps
+                        .into_iter()
+                        .map(|s| BindingGenerateStep {
+                            token: s.token,
+                            prob: s.prob,
+                            top: s.top.into_iter().map(prob).collect(),
+                        })
+                        .collect(),
+                    text: g.text,
+                })
+            },
+        ))
     }
 
     /// Frees the weights now (a running task keeps its own reference until it ends).

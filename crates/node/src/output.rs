@@ -23,6 +23,21 @@ pub fn check_output(out: String, inputs: Vec<String>, force: bool) -> Result<()>
         .map_err(|e| sync_error(e.into()))
 }
 
+/// Fails unless `out` may receive a save with `options` of a model read from `inputs`: a folder
+/// or a GGUF file, checked before the model is loaded.
+#[napi]
+pub fn check_save_target(
+    out: String,
+    inputs: Vec<String>,
+    options: Option<crate::types::BindingSaveOptions>,
+) -> Result<()> {
+    crate::model::save_options(&options.unwrap_or_default())
+        .and_then(|o| {
+            layerfold_core::model::save::check_target(&PathBuf::from(out), &paths(inputs), &o)
+        })
+        .map_err(|e| sync_error(e.into()))
+}
+
 /// A staging folder beside an output target: write into `path`, then `commit()` moves it into
 /// place. `discard()` (or garbage collection) removes it.
 #[napi]

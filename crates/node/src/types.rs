@@ -114,8 +114,13 @@ pub struct BindingPerplexityResult {
 }
 
 #[napi(object)]
+#[derive(Default)]
 pub struct BindingSaveOptions {
-    /// Dtype of the saved weights: `f32`, `f16` or `bf16`. Default: the model's.
+    /// `safetensors` (a Hugging Face folder) or `gguf` (one llama.cpp file). Default: `gguf` for
+    /// a path ending in `.gguf`, else `safetensors`.
+    pub format: Option<String>,
+    /// Dtype of the saved weights: `f32`, `f16` or `bf16` (safetensors); `f32`, `f16` or `q8_0`
+    /// (GGUF). Default: the model's (bf16 as f16 in GGUF).
     pub dtype: Option<String>,
     /// Bytes of tensor data per shard. Default 5e9.
     pub max_shard_bytes: Option<f64>,
@@ -181,4 +186,36 @@ pub struct BindingEvalResult {
     pub average: f64,
     pub samples: Vec<BindingEvalSample>,
     pub seconds: f64,
+}
+
+#[napi(object)]
+#[derive(Default)]
+pub struct BindingGenerateOptions {
+    /// New tokens at most; generation also stops after EOS. Default 32.
+    pub max_tokens: Option<u32>,
+    /// How many of each step's most probable tokens to report. Default 5.
+    pub top_k: Option<u32>,
+}
+
+/// A token and its probability.
+#[napi(object)]
+pub struct BindingTokenProb {
+    pub token: u32,
+    pub prob: f64,
+}
+
+/// One generated token: its probability and the most probable tokens of its step.
+#[napi(object)]
+pub struct BindingGenerateStep {
+    pub token: u32,
+    pub prob: f64,
+    pub top: Vec<BindingTokenProb>,
+}
+
+#[napi(object)]
+pub struct BindingGeneration {
+    pub prompt_tokens: Vec<u32>,
+    pub steps: Vec<BindingGenerateStep>,
+    /// The generated tokens decoded.
+    pub text: String,
 }

@@ -22,7 +22,7 @@ use crate::model::tokenizer::TextTokenizer;
 use crate::model::weights::{layer_index, WeightSource};
 
 /// The HF name of a GGUF tensor name's counterpart: the one translation table (STYLE.md).
-fn gguf_name(hf: &str) -> Option<String> {
+pub(crate) fn gguf_name(hf: &str) -> Option<String> {
     const GLOBAL: [(&str, &str); 3] = [
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
@@ -328,6 +328,19 @@ impl GgufFile {
         cfg
     }
 
+    /// Every `tokenizer.*` key of the metadata, as stored: what a GGUF output copies.
+    pub fn tokenizer_metadata(&self) -> Vec<(String, Value)> {
+        let mut m: Vec<(String, Value)> = self
+            .content
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        m.sort_by(|a, b| a.0.cmp(&b.0));
+        m
+    }
+
     /// The ggml types of the file's tensors and how many of each, e.g. `{"Q4_1": 210, "F32": 61}`.
     pub fn quantization_summary(&self) -> Vec<(String, usize)> {
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -391,6 +404,17 @@ impl WeightSource for GgufFile {
     }
 }
 
+/// llama.cpp's `permute` (`convert_hf_to_gguf.py`, `LlamaModel.permute`): each head's rows
+/// from HF's rotate-half layout to the interleaved one, `w.reshape(n_head, 2, half, ..)
+/// .swapaxes(1, 2)`.
+pub(crate) fn permute(t: &Tensor, n_head: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let half = dims[0] / n_head / 2;
+    let mut shape = vec![n_head, 2, half];
+    shape.extend_from_slice(&dims[1..]);
+    Ok(t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+}
+
 /// Undoes llama.cpp's `permute`, which stores each head's rows as
 /// `w.reshape(n_head, 2, half, ..).swapaxes(1, 2)`; `n_head` is the query or the KV head count.
 fn reverse_permute(t: &Tensor, n_head: usize) -> Result<Tensor> {
@@ -420,15 +444,18 @@ fn bytes_to_unicode() -> Vec<char> {
         .collect()
 }
 
+/// Llama 3's pre-tokenizer split (also in its `tokenizer.json`).
+pub(crate) const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's: Llama 3's with single digits.
+pub(crate) const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The split regex transformers uses for a `tokenizer.ggml.pre` value
 /// (`GGUF_PRE_TOKENIZER_SPLITS`); `None` means GPT-2's own byte-level regex.
 fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
-    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     match pre {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" | "lfm2"
-        | "pixtral" => Some(LLAMA3),
-        "qwen2" | "deepseek-r1-qwen" | "megrez" => Some(QWEN2),
+        | "pixtral" => Some(LLAMA3_SPLIT),
+        "qwen2" | "deepseek-r1-qwen" | "megrez" => Some(QWEN2_SPLIT),
         _ => None,
     }
 }
@@ -532,6 +559,19 @@ mod tests {
             .reshape((n_head * dh, d))
             .unwrap();
         let back = reverse_permute(&permuted, n_head).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn permute_is_llama_cpps_and_reverse_permute_undoes_it() {
+        // Two heads of four rows: each head's rows [0 1 2 3] become [0 2 1 3].
+        let w = Tensor::arange(0f32, 8., &Device::Cpu).unwrap().reshape((8, 1)).unwrap();
+        let p = permute(&w, 2).unwrap();
+        assert_eq!(
+            p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0., 2., 1., 3., 4., 6., 5., 7.]
+        );
+        let back = reverse_permute(&p, 2).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
     }
 

@@ -3,12 +3,14 @@
 
 pub mod config;
 pub mod decoder;
+pub mod generate;
 pub mod gguf;
 pub mod gguf_header;
 pub mod origin;
 pub mod prefix;
 pub mod safetensors;
 pub mod save;
+pub mod save_gguf;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,4 +1,5 @@
-//! Writing a model as a Hugging Face folder that transformers (and llama.cpp's converter) load as
+//! Saving a model. A GGUF target goes to `save_gguf`; the rest of this module writes a Hugging
+//! Face folder that transformers (and llama.cpp's converter) load as
 //! is: `config.json` with the new depth, safetensors weights (sharded above a size, with an
 //! index), `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
 //!
@@ -16,17 +17,74 @@ use serde_json::json;
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::safetensors::{INDEX_FILE, SINGLE_FILE};
+use crate::model::save_gguf::{self, GgufType};
 use crate::model::Model;
 use crate::output::OutputTarget;
 
 /// What pruning did, beside the weights (the method's record and report).
 pub const PROVENANCE_FILE: &str = "layerfold.json";
 
+/// The kinds of output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// A Hugging Face folder (this module).
+    Safetensors,
+    /// One llama.cpp file (`save_gguf`).
+    Gguf,
+}
+
+impl SaveFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "safetensors" | "hf" => Ok(Self::Safetensors),
+            "gguf" => Ok(Self::Gguf),
+            other => Err(Error::config("format", format!("`{other}` is not safetensors or gguf"))),
+        }
+    }
+
+    /// The format for `out`: the one asked for, else GGUF for a path ending in `.gguf`.
+    pub fn for_target(asked: Option<Self>, out: &Path) -> Self {
+        asked.unwrap_or(if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            Self::Gguf
+        } else {
+            Self::Safetensors
+        })
+    }
+}
+
+/// The dtype of saved weights: a tensor dtype for safetensors, a ggml type for GGUF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+}
+
+impl SaveDType {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "q8_0" => Ok(Self::Q8_0),
+            other => match crate::model::parse_dtype(other) {
+                Ok(DType::F16) => Ok(Self::F16),
+                Ok(DType::BF16) => Ok(Self::BF16),
+                Ok(_) => Ok(Self::F32),
+                Err(_) => Err(Error::config(
+                    "dtype",
+                    format!("`{other}` is not f32, f16, bf16 or q8_0 (GGUF only)"),
+                )),
+            },
+        }
+    }
+}
+
 /// How to save.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveOptions {
-    /// Dtype of the saved weights; `None` keeps the model's.
-    pub dtype: Option<DType>,
+    /// `None`: GGUF for a target ending in `.gguf`, else safetensors.
+    pub format: Option<SaveFormat>,
+    /// Dtype of the saved weights; `None` keeps the model's (bf16 is written to GGUF as f16).
+    pub dtype: Option<SaveDType>,
     /// Shards hold at most this many bytes of tensor data (transformers' default `max_shard_size`
     /// is 5 GB).
     pub max_shard_bytes: u64,
@@ -36,7 +94,7 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        Self { dtype: None, max_shard_bytes: 5_000_000_000, force: false }
+        Self { format: None, dtype: None, max_shard_bytes: 5_000_000_000, force: false }
     }
 }
 
@@ -152,15 +210,67 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
-/// Writes `model` to the folder `out` (see the module docs and `output` for the rule on targets).
+/// What a save writes: the format and the weights' type, checked against each other.
+enum Plan {
+    Folder(DType),
+    Gguf(GgufType),
+}
+
+fn plan(model_dtype: DType, out: &Path, opts: &SaveOptions) -> Result<Plan> {
+    let wrong = |dtype: &str, format: &str, hint: &str| {
+        Error::config("dtype", format!("{dtype} is not a {format} dtype: {hint}"))
+    };
+    Ok(match SaveFormat::for_target(opts.format, out) {
+        SaveFormat::Safetensors => Plan::Folder(match opts.dtype {
+            None => model_dtype,
+            Some(SaveDType::F32) => DType::F32,
+            Some(SaveDType::F16) => DType::F16,
+            Some(SaveDType::BF16) => DType::BF16,
+            Some(SaveDType::Q8_0) => {
+                return Err(wrong("q8_0", "safetensors", "pass format gguf (or an .gguf path)"))
+            }
+        }),
+        SaveFormat::Gguf => Plan::Gguf(match opts.dtype {
+            Some(SaveDType::F32) => GgufType::F32,
+            Some(SaveDType::F16) => GgufType::F16,
+            Some(SaveDType::Q8_0) => GgufType::Q8_0,
+            Some(SaveDType::BF16) => {
+                return Err(wrong("bf16", "GGUF output", "GGUF output takes f32, f16 or q8_0"))
+            }
+            None if model_dtype == DType::F32 => GgufType::F32,
+            None => GgufType::F16,
+        }),
+    })
+}
+
+/// Fails unless `out` may receive a save of a model read from `inputs` with `opts` (the
+/// options and the output rule, `output`), before anything is loaded.
+pub fn check_target(out: &Path, inputs: &[PathBuf], opts: &SaveOptions) -> Result<()> {
+    match plan(DType::F32, out, opts)? {
+        Plan::Folder(_) => OutputTarget::check(out, inputs, opts.force).map(drop),
+        Plan::Gguf(_) => OutputTarget::check_file(out, inputs, opts.force).map(drop),
+    }
+}
+
+/// Writes `model` to `out`: a Hugging Face folder or a GGUF file (`SaveFormat::for_target`);
+/// see the module docs and `output` for the rule on targets.
 pub fn save(
     model: &Model,
     out: &Path,
     opts: &SaveOptions,
     ctx: &RunContext,
 ) -> Result<SaveSummary> {
+    let dtype = match plan(model.lm.dtype(), out, opts)? {
+        Plan::Folder(dtype) => dtype,
+        Plan::Gguf(ty) => {
+            let (path, bytes) = save_gguf::save(model, out, ty, opts.force, ctx)?;
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            return Ok(SaveSummary { path, files: file.into_iter().collect(), bytes });
+        }
+    };
     let staged = OutputTarget::check(out, &model.inputs, opts.force)?.stage()?;
-    let summary = write_folder(model, staged.path(), opts, ctx).map_err(|e| staged.relocate(e))?;
+    let summary =
+        write_folder(model, staged.path(), dtype, opts, ctx).map_err(|e| staged.relocate(e))?;
     // Last chance to cancel: after this the folder is in place.
     ctx.check_cancelled()?;
     let path = staged.commit()?;
@@ -170,10 +280,10 @@ pub fn save(
 fn write_folder(
     model: &Model,
     dir: &Path,
+    dtype: DType,
     opts: &SaveOptions,
     ctx: &RunContext,
 ) -> Result<SaveSummary> {
-    let dtype = opts.dtype.unwrap_or(model.lm.dtype());
     let tensors = named_tensors(model);
     // Greedy shards in name order, as transformers' `split_torch_state_dict_into_shards` does.
     let mut shards: Vec<Vec<(String, &Tensor)>> = vec![vec![]];

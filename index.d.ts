@@ -33,6 +33,11 @@ export declare class BindingModel {
    * `provenance()` holds the record and report.
    */
   prune(request: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingModel>
+  /**
+   * The dense model and each method at one target (core's `compare`); `request` is the JSON
+   * of core's `CompareRequest`.
+   */
+  compare(request: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingCompareResult>
   /** What pruning did to this model (the `layerfold.json` document), or null. */
   provenance(): string | null
   /**
@@ -65,6 +70,32 @@ export declare class BindingStagedOutput {
   commit(): string
   /** Removes the staging folder and what was written into it. Safe to repeat. */
   discard(): void
+}
+
+export interface BindingCompareResult {
+  /** The dense model first, then the methods in the order asked for. */
+  rows: Array<BindingCompareRow>
+  seconds: number
+}
+
+/** One model of a comparison (core's `CompareRow`). */
+export interface BindingCompareRow {
+  /** A method id, or `dense`. */
+  method: string
+  layers: number
+  parameters: number
+  /** Perplexity; null without a text, or when it overflows. */
+  ppl?: number
+  tasks: Array<BindingTaskScore>
+  /** Mean of the task values (× 100). */
+  average: number
+  /** `average` as a percentage of the dense model's; null when the dense average is 0. */
+  retained?: number
+  pruneSeconds: number
+  evalSeconds: number
+  /** The merge record as JSON (`[0, [1, 2], 3]`). */
+  record: string
+  warnings: Array<string>
 }
 
 export interface BindingEvalOptions {
@@ -222,6 +253,15 @@ export interface BindingTaskResult {
   accStderr?: number
   accNorm: number
   accNormStderr?: number
+}
+
+/** One task's reported metric in a compare row. */
+export interface BindingTaskScore {
+  task: string
+  /** `acc` or `acc_norm`. */
+  metric: string
+  /** × 100. */
+  value: number
 }
 
 /** A count of tensors of one ggml type in a GGUF file. */

@@ -4,7 +4,7 @@
  * (`{method, options, target, calibration}`), which keeps one flat options object in the API and
  * one typed struct per method in Rust.
  */
-import type { AnalyzeOptions, CalibrationOptions, PruneOptions } from './config';
+import type { AnalyzeOptions, CalibrationOptions, CompareOptions, PruneOptions } from './config';
 import { sharedFile } from './paths';
 
 /** The default calibration text (METHODS.md §1; the papers calibrate on WikiText-2). */
@@ -23,4 +23,20 @@ export function bindingifyPrune(o: PruneOptions): string {
 
 export function bindingifyAnalyze(o: AnalyzeOptions): string {
   return JSON.stringify(bindingifyCalibration(o.calibration));
+}
+
+/** Core's `CompareRequest` JSON: evaluation options grouped, method options by id. */
+export function bindingifyCompare(o: CompareOptions, dataDir: string | undefined): string {
+  const { methods, target, calibration, methodOptions, tasks, limit, batchSize, pplData, pplWindows, pplSeqLen, saveDir } = o;
+  return JSON.stringify({
+    methods,
+    target,
+    calibration: bindingifyCalibration(calibration),
+    options: methodOptions ?? {},
+    eval: { tasks, limit, batchSize, dataDir },
+    pplData,
+    pplWindows,
+    pplSeqLen,
+    saveDir,
+  });
 }

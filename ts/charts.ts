@@ -1,5 +1,5 @@
 /**
- * Heatmaps of layer-similarity matrices, drawn by vega-lite (rendered to SVG by vega, headless)
+ * Heatmaps of layer-similarity matrices and grouped bar charts of comparisons, drawn by vega-lite (rendered to SVG by vega, headless)
  * and rasterised to PNG by resvg — no hand-drawn graphics.
  */
 import { Resvg } from '@resvg/resvg-js';
@@ -24,6 +24,39 @@ export async function heatmapSvg(matrix: number[][], labels: string[], title: st
       tooltip: [{ field: 'a' }, { field: 'b' }, { field: 'v', format: '.4f' }],
     },
     config: { background: 'white' },
+  } as Parameters<typeof vl.compile>[0]).spec;
+  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
+  return view.toSVG();
+}
+
+/**
+ * Grouped bars: one group per category (a task, the average), one bar per series (a model), as
+ * SVG. `values` holds `{category, series, value}`; the orders given are kept.
+ */
+export async function groupedBarSvg(
+  values: { category: string; series: string; value: number }[],
+  categories: string[],
+  series: string[],
+  title: string,
+  yTitle: string,
+): Promise<string> {
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
+  const spec = vl.compile({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    data: { values },
+    mark: 'bar',
+    width: { step: 12 },
+    height: 260,
+    encoding: {
+      column: { field: 'category', type: 'ordinal', sort: categories, title: null, header: { labelAngle: -30, labelAlign: 'right', labelOrient: 'bottom' } },
+      x: { field: 'series', type: 'nominal', sort: series, axis: null },
+      y: { field: 'value', type: 'quantitative', title: yTitle },
+      color: { field: 'series', type: 'nominal', sort: series, title: null, scale: { scheme: 'tableau10' } },
+      tooltip: [{ field: 'category' }, { field: 'series' }, { field: 'value', format: '.2f' }],
+    },
+    config: { background: 'white', view: { stroke: null } },
   } as Parameters<typeof vl.compile>[0]).spec;
   const view = new vega.View(vega.parse(spec), { renderer: 'none' });
   return view.toSVG();

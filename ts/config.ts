@@ -203,6 +203,31 @@ export const EvaluateOptionsSchema = z.strictObject({
 });
 export type EvaluateOptions = z.infer<typeof EvaluateOptionsSchema>;
 
+export const CompareOptionsSchema = z
+  .strictObject({
+    methods: z.array(z.enum(METHOD_NAMES as [MethodName, ...MethodName[]])).min(1).describe('Methods to compare, in row order.'),
+    target: TargetSchema.describe('How much every method removes: exactly one of removeLayers, ratio, threshold.'),
+    calibration: CalibrationSchema.optional().describe("Every method's calibration data; unset fields take each method's defaults."),
+    methodOptions: z
+      .record(z.string(), z.record(z.string(), z.unknown()))
+      .optional()
+      .describe('Options of a method, by method id (e.g. {"laco": {"merge": "top"}}).'),
+    tasks: EvaluateOptionsSchema.shape.tasks,
+    limit: EvaluateOptionsSchema.shape.limit,
+    batchSize: EvaluateOptionsSchema.shape.batchSize,
+    dataDir: EvaluateOptionsSchema.shape.dataDir,
+    pplData: z.string().min(1).optional().describe('Perplexity text (.txt or .jsonl). Default: no perplexity column.'),
+    pplWindows: positiveInt().optional().describe('Perplexity windows (the first ones). Default 40.'),
+    pplSeqLen: positiveInt().optional().describe('Tokens per perplexity window. Default min(512, context).'),
+    saveDir: z.string().min(1).optional().describe('Save each pruned model as a Hugging Face folder <saveDir>/<method>.'),
+  })
+  .superRefine((o, ctx) => {
+    for (const m of Object.keys(o.methodOptions ?? {})) {
+      if (!o.methods.includes(m as MethodName)) ctx.addIssue({ code: 'custom', path: ['methodOptions', m], message: `${m} is not one of the methods compared` });
+    }
+  });
+export type CompareOptions = z.infer<typeof CompareOptionsSchema>;
+
 export const GenerateOptionsSchema = z.strictObject({
   maxTokens: positiveInt().optional().describe('New tokens at most; generation also stops after EOS. Default 32.'),
   topK: z.int().min(0).optional().describe("How many of each step's most probable tokens to report. Default 5."),
@@ -218,6 +243,7 @@ export const schemas = {
   analyze: AnalyzeOptionsSchema,
   evaluate: EvaluateOptionsSchema,
   generate: GenerateOptionsSchema,
+  compare: CompareOptionsSchema,
 } as const;
 
 /** The JSON Schema of each options object. */

@@ -11,6 +11,7 @@
 import native from './native';
 import {
   AnalyzeOptionsSchema,
+  CompareOptionsSchema,
   EvaluateOptionsSchema,
   GenerateOptionsSchema,
   LoadOptionsSchema,
@@ -19,6 +20,7 @@ import {
   SaveOptionsSchema,
   validate,
   type AnalyzeOptions,
+  type CompareOptions,
   type EvaluateOptions,
   type GenerateOptions,
   type LoadOptions,
@@ -28,7 +30,7 @@ import {
   type SaveOptions,
   type Target,
 } from './config';
-import { bindingifyAnalyze, bindingifyPrune } from './bindingify';
+import { bindingifyAnalyze, bindingifyCompare, bindingifyPrune } from './bindingify';
 import { LayerfoldError, toLayerfoldError } from './errors';
 import type { Progress, RunOptions, Stage } from './progress';
 
@@ -42,6 +44,7 @@ export {
   METHOD_NAMES,
   type AnalyzeOptions,
   type CalibrationOptions,
+  type CompareOptions,
   type DType,
   type EvaluateOptions,
   type GenerateOptions,
@@ -183,6 +186,15 @@ export type TaskResult = Omit<native.BindingTaskResult, 'name' | 'metric'> & { m
 
 /** One scored example: per choice, `loglik(continuation | context)` in nats and whether it was the greedy continuation. */
 export type EvalSample = native.BindingEvalSample;
+
+/** One model of `Model.compare()` (core's `CompareRow`), its record parsed. */
+export type CompareRow = Omit<native.BindingCompareRow, 'record'> & { record: Origin[] };
+
+/** The result of `Model.compare()`: the dense model first, then each method. */
+export interface CompareResult {
+  rows: CompareRow[];
+  seconds: number;
+}
 
 /** The result of `Model.generate()` (core's `Generation`). */
 export type Generation = native.BindingGeneration;
@@ -371,6 +383,25 @@ export class Model {
     const r = await this.#run(run, (b, p, c) => b.evaluate({ ...valid, dataDir }, p, c));
     const tasks = Object.fromEntries(r.tasks.map(({ name, ...t }) => [name, t as TaskResult]));
     return { tasks, average: r.average, samples: r.samples, seconds: r.seconds };
+  }
+
+  /**
+   * The dense model and each method at one target, each measured the same way: perplexity on
+   * `pplData` (when given) and the zero-shot tasks, with prune and evaluation seconds
+   * (`layerfold compare`). The model itself is unchanged.
+   *
+   * @example
+   * ```ts
+   * const r = await model.compare({ methods: ['come', 'drop-bi'], target: { removeLayers: 9 }, limit: 100 });
+   * for (const row of r.rows) console.log(row.method, row.average, row.retained);
+   * ```
+   */
+  async compare(options: CompareOptions & RunOptions): Promise<CompareResult> {
+    const [opts, run] = splitRun(options);
+    const valid = validate(CompareOptionsSchema, opts);
+    const dataDir = valid.dataDir ?? process.env.LAYERFOLD_DATA;
+    const r = await this.#run(run, (b, p, c) => b.compare(bindingifyCompare(valid, dataDir), p, c));
+    return { rows: r.rows.map((row) => ({ ...row, record: JSON.parse(row.record) as Origin[] })), seconds: r.seconds };
   }
 
   /**

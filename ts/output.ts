@@ -59,6 +59,42 @@ export function writeFolderAtomically(dir: string, inputs: string[], files: Reco
   return Object.keys(files).sort();
 }
 
+/**
+ * `writeFolderAtomically` for content made while the folder is staged: `fill` gets the staging
+ * folder (to write into, e.g. saved models) and returns the files to add. Nothing appears at
+ * `dir` unless `fill` succeeds.
+ */
+export async function fillFolderAtomically(
+  dir: string,
+  inputs: string[],
+  force: boolean,
+  fill: (staged: string) => Promise<Record<string, string | Buffer>>,
+): Promise<string[]> {
+  let staged: InstanceType<typeof native.BindingStagedOutput>;
+  try {
+    staged = native.BindingStagedOutput.stage(dir, inputs, force);
+  } catch (e) {
+    throw toLayerfoldError(e);
+  }
+  try {
+    const files = await fill(staged.path);
+    for (const [name, content] of Object.entries(files)) {
+      try {
+        fs.writeFileSync(path.join(staged.path, name), content);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'E_DISK_FULL' : 'E_IO';
+        throw new LayerfoldError(code, `writing \`${path.join(dir, name)}\` failed: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const names = fs.readdirSync(staged.path).sort();
+    staged.commit();
+    return names;
+  } catch (e) {
+    staged.discard();
+    throw toLayerfoldError(e);
+  }
+}
+
 /** Fails unless the file `file` may be written for a command that reads `inputs` (core's rule for files). */
 export function checkOutputFile(file: string, inputs: string[], force: boolean): void {
   try {

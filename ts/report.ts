@@ -1,5 +1,5 @@
 /** Readable renderings of reports for the terminal. */
-import type { Analysis, EvalResult, Origin, PruneSummary } from './index';
+import type { Analysis, CompareResult, EvalResult, Origin, PruneSummary } from './index';
 
 const fmt = (x: number | null) =>
   x === null ? 'n/a' : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(3) : x.toFixed(4));
@@ -53,4 +53,25 @@ export function evalTable(r: EvalResult): string {
   }
   lines.push(`average (METHODS.md 4.2 metrics × 100): ${r.average.toFixed(2)}   (${r.seconds.toFixed(1)} s)`);
   return lines.join('\n') + '\n';
+}
+
+/** The comparison as one table: a row per model, a column per task (× 100). */
+export function compareTable(r: CompareResult): string {
+  const tasks = r.rows[0]?.tasks.map((t) => t.task) ?? [];
+  const short = (t: string) => t.replace('arc_challenge', 'arc_c').replace('arc_easy', 'arc_e').replace('openbookqa', 'obqa').replace('winogrande', 'wino').replace('hellaswag', 'hella');
+  const head = ['method', 'layers', 'params', 'ppl', ...tasks.map(short), 'avg', 'retained', 'prune s'];
+  const rows = r.rows.map((row) => [
+    row.method,
+    String(row.layers),
+    `${(row.parameters / 1e6).toFixed(1)}M`,
+    row.ppl === null || row.ppl === undefined ? 'n/a' : row.ppl >= 1e4 ? row.ppl.toExponential(2) : row.ppl.toFixed(2),
+    ...row.tasks.map((t) => t.value.toFixed(2)),
+    row.average.toFixed(2),
+    row.retained === null || row.retained === undefined ? 'n/a' : `${row.retained.toFixed(1)}%`,
+    row.method === 'dense' ? '' : row.pruneSeconds.toFixed(1),
+  ]);
+  const widths = head.map((h, j) => Math.max(h.length, ...rows.map((row) => row[j].length)));
+  const line = (cells: string[]) => cells.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');
+  const metrics = r.rows[0]?.tasks.map((t) => `${short(t.task)} ${t.metric}`).join(', ') ?? '';
+  return [line(head), ...rows.map(line), `metrics: ${metrics}; ${r.seconds.toFixed(0)} s in all`].join('\n') + '\n';
 }

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod calib;
+pub mod compare;
 pub mod context;
 pub mod error;
 pub mod eval;

@@ -10,6 +10,7 @@ use napi_derive::napi;
 
 use layerfold_core::calib::text::TextSource;
 use layerfold_core::calib::CalibrationConfig;
+use layerfold_core::compare::{compare, CompareRequest, CompareResult};
 use layerfold_core::eval::multiple_choice::{evaluate, EvalOptions, EvalResult};
 use layerfold_core::eval::perplexity::{self, PerplexityOptions};
 use layerfold_core::methods::{self, PruneRequest};
@@ -56,7 +57,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| Failure { code: "E_CONFIG", message: format!("invalid {what}: {e}") })
 }
 
-/// A number JSON can hold, else `None` (a standard error of fewer than two examples).
 /// Core's save options from the binding's.
 pub(crate) fn save_options(o: &BindingSaveOptions) -> layerfold_core::Result<SaveOptions> {
     Ok(SaveOptions {
@@ -69,6 +69,7 @@ pub(crate) fn save_options(o: &BindingSaveOptions) -> layerfold_core::Result<Sav
     })
 }
 
+/// A number JSON can hold, else `None` (a standard error of fewer than two examples).
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
@@ -279,6 +280,61 @@ impl BindingModel {
                 Ok(methods::prune(&model, &req, &ctx)?.0)
             },
             BindingModel::wrap,
+        ))
+    }
+
+    /// The dense model and each method at one target (core's `compare`); `request` is the JSON
+    /// of core's `CompareRequest`.
+    #[napi(ts_return_type = "Promise<BindingCompareResult>")]
+    pub fn compare(
+        &self,
+        request: String,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<
+        AsyncTask<CoreTask<CompareResult, BindingCompareResult>>,
+        napi::Error<Code>,
+    > {
+        let model = self.get()?;
+        let ctx = run_context(on_progress, cancel);
+        Ok(CoreTask::new(
+            move || {
+                let req: CompareRequest = parse_json("compare options", &request)?;
+                Ok(compare(&model, &req, &ctx)?)
+            },
+            |_, r| {
+                Ok(BindingCompareResult {
+                    rows: r
+                        .rows
+                        .into_iter()
+                        .map(|row| BindingCompareRow {
+                            method: row.method,
+                            layers: row.layers as u32,
+                            parameters: row.parameters as f64,
+                            ppl: row.ppl,
+                            tasks: row
+                                .tasks
+                                .into_iter()
+                                .map(|t| BindingTaskScore {
+                                    task: t.task,
+                                    metric: t.metric,
+                                    value: t.value,
+                                })
+                                .collect(),
+                            average: row.average,
+                            retained: finite(row.retained),
+                            prune_seconds: row.prune_seconds,
+                            eval_seconds: row.eval_seconds,
+                            record: serde_json::to_string(&row.record)
+                                .expect("a record serialises"),
+                            warnings: row.warnings,
+                        })
+                        .collect(),
+                    seconds: r.seconds,
+                })
+            },
         ))
     }
 

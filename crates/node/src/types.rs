@@ -219,3 +219,41 @@ pub struct BindingGeneration {
     /// The generated tokens decoded.
     pub text: String,
 }
+
+/// One task's reported metric in a compare row.
+#[napi(object)]
+pub struct BindingTaskScore {
+    pub task: String,
+    /// `acc` or `acc_norm`.
+    pub metric: String,
+    /// × 100.
+    pub value: f64,
+}
+
+/// One model of a comparison (core's `CompareRow`).
+#[napi(object)]
+pub struct BindingCompareRow {
+    /// A method id, or `dense`.
+    pub method: String,
+    pub layers: u32,
+    pub parameters: f64,
+    /// Perplexity; null without a text, or when it overflows.
+    pub ppl: Option<f64>,
+    pub tasks: Vec<BindingTaskScore>,
+    /// Mean of the task values (× 100).
+    pub average: f64,
+    /// `average` as a percentage of the dense model's; null when the dense average is 0.
+    pub retained: Option<f64>,
+    pub prune_seconds: f64,
+    pub eval_seconds: f64,
+    /// The merge record as JSON (`[0, [1, 2], 3]`).
+    pub record: String,
+    pub warnings: Vec<String>,
+}
+
+#[napi(object)]
+pub struct BindingCompareResult {
+    /// The dense model first, then the methods in the order asked for.
+    pub rows: Vec<BindingCompareRow>,
+    pub seconds: f64,
+}

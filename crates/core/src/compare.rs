@@ -1,0 +1,180 @@
+//! `compare`: the dense model and each method at one target, measured the same way: perplexity
+//! on one text (METHODS.md §4.1) and the zero-shot tasks (§4.2), with the prune time of each.
+//! Every method gets the same target, calibration settings and evaluation options, so the rows
+//! differ only by the method.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::calib::text::TextSource;
+use crate::calib::CalibrationConfig;
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::eval::multiple_choice::{evaluate, EvalOptions};
+use crate::eval::perplexity::{perplexity, PerplexityOptions};
+use crate::methods::{self, PruneRequest, Target};
+use crate::model::origin::Origin;
+use crate::model::save::{save, SaveOptions};
+use crate::model::Model;
+
+/// The name of the unpruned model's row.
+pub const DENSE: &str = "dense";
+
+/// What to compare. Unset fields take the defaults of `prune` and `evaluate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompareRequest {
+    /// Method ids, in the order of the rows.
+    pub methods: Vec<String>,
+    pub target: Target,
+    /// Every method's calibration text and settings (a method's defaults fill unset fields).
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
+    /// Options of a method, by method id.
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub eval: EvalOptions,
+    /// The perplexity text; `None` leaves the column out.
+    #[serde(default)]
+    pub ppl_data: Option<PathBuf>,
+    /// Perplexity windows (the first ones). Default 40.
+    #[serde(default)]
+    pub ppl_windows: Option<usize>,
+    /// Tokens per perplexity window. Default `min(512, context)`.
+    #[serde(default)]
+    pub ppl_seq_len: Option<usize>,
+    /// Save each pruned model as a Hugging Face folder `<saveDir>/<method>`.
+    #[serde(default)]
+    pub save_dir: Option<PathBuf>,
+}
+
+/// One task's reported metric in a row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskScore {
+    pub task: String,
+    /// `acc` or `acc_norm` (METHODS.md §4.2).
+    pub metric: String,
+    /// × 100.
+    pub value: f64,
+}
+
+/// One model of the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareRow {
+    /// A method id, or `dense`.
+    pub method: String,
+    pub layers: usize,
+    pub parameters: usize,
+    pub ppl: Option<f64>,
+    pub tasks: Vec<TaskScore>,
+    /// Mean of the task values (× 100).
+    pub average: f64,
+    /// `average` as a percentage of the dense model's.
+    pub retained: f64,
+    /// Seconds the method took (0 for the dense model).
+    pub prune_seconds: f64,
+    /// Seconds of perplexity and tasks.
+    pub eval_seconds: f64,
+    /// The merge record (dense: every layer once).
+    pub record: Vec<Origin>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareResult {
+    pub rows: Vec<CompareRow>,
+    pub seconds: f64,
+}
+
+/// Runs the comparison on `model` (which is not modified).
+pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<CompareResult> {
+    let start = Instant::now();
+    if req.methods.is_empty() {
+        return Err(Error::config("methods", "name at least one method"));
+    }
+    if req.ppl_windows == Some(0) {
+        return Err(Error::config("pplWindows", "must be at least 1"));
+    }
+    if let Some(extra) = req.options.keys().find(|m| !req.methods.contains(m)) {
+        return Err(Error::config(
+            "options",
+            format!("`{extra}` is not one of the methods compared"),
+        ));
+    }
+    // Every method, option and target is checked before the first forward pass.
+    for id in &req.methods {
+        let m = methods::find(id)?;
+        (m.check)(req.options.get(id).unwrap_or(&serde_json::Value::Null))?;
+        req.target.resolve(model, m.accepts_threshold, m.id)?;
+    }
+    let ppl_seq_len = match req.ppl_seq_len {
+        Some(n) => Some(n),
+        None => Some(model.max_seq_len().min(512)),
+    };
+    let ppl_opts = PerplexityOptions {
+        seq_len: ppl_seq_len,
+        max_windows: Some(req.ppl_windows.unwrap_or(40)),
+        batch_size: None,
+    };
+    let measure = |m: &Model, method: &str, prune_seconds: f64, warnings: Vec<String>| {
+        let started = Instant::now();
+        let mut warnings = warnings;
+        let ppl = match &req.ppl_data {
+            Some(file) => {
+                let r = perplexity(m, &TextSource::File(file.clone()), &ppl_opts, ctx)?;
+                warnings.extend(r.warnings);
+                Some(r.ppl).filter(|p| p.is_finite())
+            }
+            None => None,
+        };
+        let eval = evaluate(m, &req.eval, ctx)?;
+        let tasks = eval
+            .tasks
+            .iter()
+            .map(|(name, t)| TaskScore {
+                task: name.clone(),
+                metric: t.metric.as_str().to_string(),
+                value: t.value * 100.0,
+            })
+            .collect();
+        Ok::<_, Error>(CompareRow {
+            method: method.to_string(),
+            layers: m.num_layers(),
+            parameters: m.num_parameters(),
+            ppl,
+            tasks,
+            average: eval.average,
+            retained: 100.0,
+            prune_seconds,
+            eval_seconds: started.elapsed().as_secs_f64(),
+            record: m.origins.clone(),
+            warnings,
+        })
+    };
+    let mut rows = vec![measure(model, DENSE, 0.0, vec![])?];
+    for id in &req.methods {
+        let prune_req = PruneRequest {
+            method: id.clone(),
+            options: req.options.get(id).cloned().unwrap_or(serde_json::Value::Null),
+            target: req.target.clone(),
+            calibration: req.calibration.clone(),
+        };
+        let (pruned, summary) = methods::prune(model, &prune_req, ctx)?;
+        if let Some(dir) = &req.save_dir {
+            save(&pruned, &dir.join(id), &SaveOptions::default(), ctx)?;
+        }
+        rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings)?);
+    }
+    let dense = rows[0].average;
+    for row in &mut rows {
+        row.retained = if dense > 0.0 { 100.0 * row.average / dense } else { f64::NAN };
+    }
+    Ok(CompareResult { rows, seconds: start.elapsed().as_secs_f64() })
+}

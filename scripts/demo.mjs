@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 // The quick-start demo, the headline job on a small real model: SmolLM2-135M-Instruct (30 layers,
-// GGUF Q4_1) from the model cache, 30 → 21 layers by CoMe, beside ShortGPT's block-influence drop
-// (drop-bi), LaCo and SLM at the same size; WikiText-2 perplexity of each and of the dense model in
-// one table; the CoMe model saved as a Hugging Face folder (out/smollm2-come-21 by default).
+// GGUF Q4_1) from the model cache, 30 → 21 layers (30% of the layers) by CoMe, ShortGPT's
+// block-influence drop (drop-bi), LaCo and SLM, compared with the dense model by `layerfold
+// compare`: WikiText-2 perplexity and the seven zero-shot tasks on their first examples, one
+// table, compare.json and a bar chart; each pruned model is saved under the output folder
+// (out/demo by default), the CoMe one also as a GGUF file that llama.cpp runs.
 //
 //   npm run demo            (fetches the model first)
-//   node scripts/demo.mjs [--windows N] [--seq-len N] [--remove N] [--out DIR]
+//   node scripts/demo.mjs [--limit N] [--windows N] [--remove N] [--out DIR]
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -14,66 +19,61 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { loadModel } = require(path.join(root, 'dist', 'index.js'));
-const { cacheDir, sharedFile, DEFAULT_PPL_DATA } = require(path.join(root, 'dist', 'paths.js'));
+const { cacheDir, sharedFile } = require(path.join(root, 'dist', 'paths.js'));
 
 const { values } = parseArgs({
   options: {
+    limit: { type: 'string', default: '10' },
     windows: { type: 'string', default: '8' },
-    'seq-len': { type: 'string', default: '512' },
     remove: { type: 'string', default: '9' },
-    out: { type: 'string', default: path.join('out', 'smollm2-come-21') },
+    out: { type: 'string', default: path.join('out', 'demo') },
   },
 });
 const modelPath = path.join(cacheDir(), 'SmolLM2-135M-Instruct.Q4_1.gguf');
-const data = sharedFile(DEFAULT_PPL_DATA);
-const seqLen = Number(values['seq-len']);
-const maxWindows = Number(values.windows);
-const remove = Number(values.remove);
-const progress = (label) => (p) => {
-  if (process.stderr.isTTY) process.stderr.write(`\r  ${label}: ${p.stage} ${p.done}/${p.total || '?'}   `);
-};
-const clear = () => process.stderr.isTTY && process.stderr.write('\r'.padEnd(60) + '\r');
-
 const started = performance.now();
+
 const model = await loadModel(modelPath); // Node 20 has no `await using` in plain JS
 const info = model.info();
 console.log(`SmolLM2-135M-Instruct (${modelPath})`);
 console.log(
   `  ${info.architecture}, ${info.numLayers} layers, hidden ${info.hiddenSize}, FFN ${info.intermediateSize}, ` +
     `heads ${info.numAttentionHeads}/${info.numKeyValueHeads}, ${info.parameters.toLocaleString('en-US')} parameters, ` +
-    `GGUF ${info.quantization.map((q) => `${q.type}×${q.count}`).join(' ')} → ${info.dtype} on ${info.device}`,
+    `GGUF ${info.quantization.map((q) => `${q.type}×${q.count}`).join(' ')} → ${info.dtype} on ${info.device}\n`,
 );
-
-const perplexity = async (m, label) => {
-  const r = await m.perplexity({ file: data }, { seqLen, maxWindows, onProgress: progress(label) });
-  clear();
-  return r.ppl;
-};
-const rows = [['dense', info.numLayers, await perplexity(model, 'dense'), 0]];
-// Calibration: 32 chunked windows of 128 tokens for CoMe and drop-bi (the papers use 128–256 windows
-// of 2048, hours on a laptop CPU); LaCo and SLM use their references' own (5 sentences; 10 × 128).
-// CoMe's skip score reads one state per window (the last token), so few windows make it noisy: at
-// the same cost, 8 × 512 merged layers 27–28 and gave perplexity 2344, 32 × 128 gives 256.
-const calibration = { kind: 'chunked', seqLen: 128, nSamples: 32 };
-let saved;
-for (const [method, extra] of [
-  ['come', { calibration }],
-  ['drop-bi', { calibration }],
-  ['laco', {}],
-  ['slm', {}],
-]) {
-  const r = await model.prune({ method, target: { removeLayers: remove }, ...extra, onProgress: progress(method) });
-  clear();
-  rows.push([method, r.layersAfter, await perplexity(r.model, method), r.seconds, r.record]);
-  if (method === 'come') saved = await r.model.save(values.out, { force: true });
-  await r.model.dispose();
-}
-console.log(`\n  WikiText-2 perplexity, seqLen ${seqLen}, first ${maxWindows} windows:`);
-console.log('  method    layers  perplexity  prune s  record (new layer ← original layers)');
-for (const [method, layers, ppl, seconds, record] of rows) {
-  const rec = record ? JSON.stringify(record) : '';
-  console.log(`  ${method.padEnd(8)}  ${String(layers).padStart(6)}  ${ppl.toFixed(2).padStart(10)}  ${seconds.toFixed(1).padStart(7)}  ${rec}`);
-}
-console.log(`\n  CoMe model saved to ${saved.path} (${saved.files.join(', ')})`);
 await model.dispose();
+
+// Calibration: 32 chunked windows of 128 tokens for CoMe and drop-bi, which share one forward
+// pass over them (the papers use 128–256 windows of 2048, hours on a laptop CPU). CoMe's skip
+// score reads one state per window (the last token), so few windows make it noisy: at the same
+// cost, 8 × 512 merged layers 27–28 and gave perplexity 2344, 32 × 128 gives 256. LaCo and SLM
+// use their references' own (5 sentences; 10 × 128): their threshold searches run every
+// candidate over the whole set. The task examples are the first --limit of each file.
+const cli = path.join(root, 'dist', 'cli.js');
+const run = (args) => {
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, LAYERFOLD_DATA: process.env.LAYERFOLD_DATA ?? sharedFile('data/eval') },
+  });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+};
+console.log(
+  `layerfold compare: ${values.remove} of ${info.numLayers} layers removed; WikiText-2 perplexity on the first ` +
+    `${values.windows} windows of 512 tokens; each task's first ${values.limit} examples (× 100)`,
+);
+const config = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'layerfold-demo-')), 'compare.json');
+fs.writeFileSync(config, JSON.stringify({ methodOptions: { laco: { calibration: {} }, slm: { calibration: {} } } }));
+// A previous demo's output folder holds the saved models, which --force does not replace.
+if (fs.existsSync(path.join(values.out, 'compare.json'))) fs.rmSync(values.out, { recursive: true });
+run([
+  'compare', modelPath, '--config', config,
+  '--methods', 'come,drop-bi,laco,slm',
+  '--remove-layers', values.remove,
+  '--calib-kind', 'chunked', '--seq-len', '128', '--samples', '32',
+  '--limit', values.limit,
+  '--ppl-windows', values.windows,
+  '--out', values.out, '--save', '--force',
+]);
+const gguf = path.join(values.out, 'come.gguf');
+console.log(`\nCoMe model as GGUF (f16) for llama.cpp:`);
+run(['convert', path.join(values.out, 'come'), '--out', gguf, '--dtype', 'f16', '--force']);
 console.log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -263,6 +263,16 @@ const cases: Case[] = [
     says: /not finite.*2 of 2 windows in F16/,
   },
   { name: 'ppl: a model with a NaN weight', args: (w) => ['ppl', w.weights((b) => nanIn(b, 'model.norm.weight')), '--seq-len', '32'], code: 'E_MODEL_FORMAT', says: /model\.norm\.weight/ },
+  // ---- compare -------------------------------------------------------------------------------------
+  { name: 'compare: an unknown method', args: (w) => ['compare', w.stories(), '--methods', 'drop-bi,nope', '--remove-layers', '1', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /methods/ },
+  { name: 'compare: no target', args: (w) => ['compare', w.stories(), '--methods', 'drop-bi', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /exactly one of removeLayers, ratio or threshold/ },
+  { name: 'compare: removing every layer', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '5', '--out', path.join(w.dir, 'o'), '--no-ppl'], code: 'E_CONFIG', says: /larger than the model/ },
+  { name: 'compare: --limit 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--limit', '0', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /limit/ },
+  { name: 'compare: --ppl-windows 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--ppl-windows', '0', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /pplWindows/ },
+  { name: 'compare: --out is the model', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.join(w.dir, 'm'), '--force'], code: 'E_CONFIG', says: /is the input/ },
+  { name: 'compare: --out exists', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.dirname(w.file('o/x', 'keep'))], code: 'E_OUTPUT_EXISTS', says: /pass force/ },
+  { name: 'compare: an unknown task', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--tasks', 'nope', '--no-ppl', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /`nope` is not one of/ },
+  { name: 'compare: --ppl-data that does not exist', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--ppl-data', path.join(w.dir, 'no.txt'), '--out', path.join(w.dir, 'o')], code: 'E_NOT_FOUND', says: /no\.txt/ },
   // ---- eval ----------------------------------------------------------------------------------------
   { name: 'eval: an unknown task', args: (w) => ['eval', w.stories(), '--tasks', 'piqa,nope'], code: 'E_CONFIG', says: /`nope` is not one of/ },
   { name: 'eval: --limit 0', args: (w) => ['eval', w.stories(), '--tasks', 'piqa', '--limit', '0'], code: 'E_CONFIG', says: /limit/ },
@@ -294,6 +304,14 @@ const cases: Case[] = [
   { name: 'convert: --max-shard-bytes 0', args: (w) => ['convert', w.stories(), '--out', path.join(w.dir, 'o'), '--max-shard-bytes', '0'], code: 'E_CONFIG', says: /maxShardBytes/ },
   { name: 'convert: --out is the working folder, with --force', args: (w) => (w.file('notes.txt', 'keep'), ['convert', storiesDir(), '--out', '.', '--force']), code: 'E_OUTPUT_EXISTS', says: /working folder/ },
   { name: 'convert: --out holds the working folder, with --force', args: (w) => (w.file('notes.txt', 'keep'), ['convert', storiesDir(), '--out', '..', '--force']), code: 'E_OUTPUT_EXISTS', says: /working folder/ },
+  // ---- convert: GGUF output ------------------------------------------------------------------------
+  { name: 'convert: GGUF output of a byte-fallback tokenizer', args: (w) => ['convert', w.stories(), '--out', path.join(w.dir, 'o.gguf')], code: 'E_UNSUPPORTED', says: /byte fallback/ },
+  { name: 'convert: --format gguf --dtype bf16', args: (w) => ['convert', w.gguf(), '--out', path.join(w.dir, 'o.gguf'), '--dtype', 'bf16'], code: 'E_CONFIG', says: /bf16.*f32, f16 or q8_0/ },
+  { name: 'convert: --dtype q8_0 to a folder', args: (w) => ['convert', w.gguf(), '--out', path.join(w.dir, 'o'), '--dtype', 'q8_0'], code: 'E_CONFIG', says: /q8_0.*format gguf/ },
+  { name: 'convert: an unknown --format', args: (w) => ['convert', w.gguf(), '--out', path.join(w.dir, 'o'), '--format', 'onnx'], code: 'E_CONFIG', says: /format/ },
+  { name: 'convert: a .gguf --out that exists', args: (w) => ['convert', w.gguf(), '--out', w.file('o.gguf', 'keep')], code: 'E_OUTPUT_EXISTS', says: /o\.gguf.*pass force/ },
+  { name: 'convert: a .gguf --out that is a folder', args: (w) => ['convert', w.gguf(), '--out', w.folder('o.gguf'), '--force'], code: 'E_CONFIG', says: /is a folder, not a file/ },
+  { name: 'convert: --format gguf into the GGUF input', args: (w) => ['convert', w.gguf(), '--out', path.join(w.dir, 'm.gguf'), '--format', 'gguf', '--force'], code: 'E_CONFIG', says: /is the input file/ },
   // ---- prune ---------------------------------------------------------------------------------------
   { name: 'prune: removing every layer', args: (w) => ['prune', w.stories(), '--method', 'drop-bi', '--remove-layers', '5', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /larger than the model/ },
   { name: 'prune: removing no layer', args: (w) => ['prune', w.stories(), '--method', 'drop-bi', '--remove-layers', '0', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /removeLayers/ },

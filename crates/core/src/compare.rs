@@ -33,7 +33,9 @@ pub struct CompareRequest {
     /// Every method's calibration text and settings (a method's defaults fill unset fields).
     #[serde(default)]
     pub calibration: CalibrationConfig,
-    /// Options of a method, by method id.
+    /// Options of a method, by method id. A `calibration` among them replaces the shared
+    /// settings for that method (its file or text defaults to the shared one): `{}` gives the
+    /// method its own defaults.
     #[serde(default)]
     pub options: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
@@ -93,9 +95,11 @@ pub struct CompareResult {
     pub seconds: f64,
 }
 
-/// Runs the comparison on `model` (which is not modified).
+/// Runs the comparison on `model` (which is not modified). Methods that read the same
+/// calibration set share one forward pass over it (`SharedStates`).
 pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<CompareResult> {
     let start = Instant::now();
+    let ctx = &ctx.sharing_states(model);
     if req.methods.is_empty() {
         return Err(Error::config("methods", "name at least one method"));
     }
@@ -109,10 +113,18 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         ));
     }
     // Every method, option and target is checked before the first forward pass.
+    let mut requests = Vec::with_capacity(req.methods.len());
     for id in &req.methods {
         let m = methods::find(id)?;
-        (m.check)(req.options.get(id).unwrap_or(&serde_json::Value::Null))?;
+        let (options, calibration) = method_options(req, id)?;
+        (m.check)(&options)?;
         req.target.resolve(model, m.accepts_threshold, m.id)?;
+        requests.push(PruneRequest {
+            method: id.clone(),
+            options,
+            target: req.target.clone(),
+            calibration,
+        });
     }
     let ppl_seq_len = match req.ppl_seq_len {
         Some(n) => Some(n),
@@ -159,14 +171,9 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         })
     };
     let mut rows = vec![measure(model, DENSE, 0.0, vec![])?];
-    for id in &req.methods {
-        let prune_req = PruneRequest {
-            method: id.clone(),
-            options: req.options.get(id).cloned().unwrap_or(serde_json::Value::Null),
-            target: req.target.clone(),
-            calibration: req.calibration.clone(),
-        };
-        let (pruned, summary) = methods::prune(model, &prune_req, ctx)?;
+    for prune_req in &requests {
+        let id = &prune_req.method;
+        let (pruned, summary) = methods::prune(model, prune_req, ctx)?;
         if let Some(dir) = &req.save_dir {
             save(&pruned, &dir.join(id), &SaveOptions::default(), ctx)?;
         }
@@ -177,4 +184,29 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         row.retained = if dense > 0.0 { 100.0 * row.average / dense } else { f64::NAN };
     }
     Ok(CompareResult { rows, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// A method's own options and its calibration settings (see [`CompareRequest::options`]).
+fn method_options(
+    req: &CompareRequest,
+    id: &str,
+) -> Result<(serde_json::Value, CalibrationConfig)> {
+    let Some(serde_json::Value::Object(options)) = req.options.get(id) else {
+        let options = req.options.get(id).cloned().unwrap_or(serde_json::Value::Null);
+        return Ok((options, req.calibration.clone()));
+    };
+    let mut options = options.clone();
+    let calibration = match options.remove("calibration") {
+        None => req.calibration.clone(),
+        Some(own) => {
+            let mut own: CalibrationConfig = serde_json::from_value(own)
+                .map_err(|e| Error::config(format!("options.{id}.calibration"), e.to_string()))?;
+            if own.file.is_none() && own.text.is_none() {
+                own.file.clone_from(&req.calibration.file);
+                own.text.clone_from(&req.calibration.text);
+            }
+            own
+        }
+    };
+    Ok((serde_json::Value::Object(options), calibration))
 }

@@ -69,6 +69,7 @@ pub struct RunContext {
     progress: Option<Arc<ProgressFn>>,
     cancel: CancelToken,
     state_cache_bytes: Option<usize>,
+    shared_states: Option<Arc<crate::methods::candidates::SharedStates>>,
 }
 
 impl RunContext {
@@ -90,6 +91,17 @@ impl RunContext {
     pub fn with_state_cache_budget(mut self, bytes: usize) -> Self {
         self.state_cache_bytes = Some(bytes);
         self
+    }
+
+    /// This context, with `model`'s calibration states shared by every method run under it
+    /// (`compare`; see `methods::candidates::SharedStates`).
+    pub fn sharing_states(&self, model: &crate::Model) -> Self {
+        let shared = crate::methods::candidates::SharedStates::new(model);
+        Self { shared_states: Some(Arc::new(shared)), ..self.clone() }
+    }
+
+    pub fn shared_states(&self) -> Option<&crate::methods::candidates::SharedStates> {
+        self.shared_states.as_deref()
     }
 
     /// Bytes the cached calibration states may take: the budget set here, else

@@ -15,6 +15,7 @@ use crate::score::output_similarity::sample_similarities;
 
 /// One calibration batch with the original model's states: the input of every checkpoint layer
 /// (see [`StateCache`]) and the post-norm output `ĥ`.
+#[derive(Clone)]
 pub struct CachedBatch {
     pub batch: TokenBatch,
     pub ctx: ForwardContext,
@@ -48,9 +49,58 @@ impl CachedBatch {
 /// only every `stride`-th
 /// layer's input is kept and a run "from layer k" starts at the checkpoint below `k`: at most
 /// `stride − 1` layers recomputed per candidate, with results identical to the full cache.
+#[derive(Clone)]
 pub struct StateCache {
     pub batches: Vec<CachedBatch>,
     pub stride: usize,
+}
+
+/// The identity of a model's weights: a merged or removed layer changes it.
+fn weight_ids(model: &Model) -> Vec<candle_core::TensorId> {
+    let lm = &model.lm;
+    let mut ids = vec![lm.embed_tokens.id(), lm.norm.weight.id()];
+    ids.extend(lm.lm_head.as_ref().map(|h| h.id()));
+    for layer in &lm.layers {
+        ids.extend(layer.named_tensors().into_iter().map(|(_, t)| t.id()));
+    }
+    ids
+}
+
+/// The calibration states of one model shared by the methods run on it (`compare`): the first
+/// method that needs the model's states on a calibration set computes them, and every later one
+/// that reads the same set reuses them, so the methods share one forward pass. Results are
+/// identical to separate passes: the same tensors in the same order. States of other models (a
+/// method's intermediate ones) are not kept.
+pub struct SharedStates {
+    model: Vec<candle_core::TensorId>,
+    /// By calibration samples.
+    entries: std::sync::Mutex<Vec<(Vec<Vec<u32>>, std::sync::Arc<StateCache>)>>,
+}
+
+impl SharedStates {
+    pub fn new(model: &Model) -> Self {
+        Self { model: weight_ids(model), entries: Default::default() }
+    }
+
+    pub(crate) fn shares(&self, model: &Model) -> bool {
+        weight_ids(model) == self.model
+    }
+
+    fn get(&self, calib: &CalibrationSet) -> Option<std::sync::Arc<StateCache>> {
+        let entries = self.entries.lock().ok()?;
+        entries.iter().find(|(k, _)| *k == calib.samples).map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, calib: &CalibrationSet, cache: &StateCache) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.push((calib.samples.clone(), std::sync::Arc::new(cache.clone())));
+        }
+    }
+
+    /// The forward passes computed and kept for sharing.
+    pub fn passes(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
 }
 
 /// Keeps the input of every checkpoint layer a pass runs (and its final state), feeding `inner`.
@@ -97,8 +147,53 @@ impl StateCache {
         Self::build_with(model, calib, ctx, &mut NoObserver)
     }
 
-    /// [`build`](Self::build), feeding `obs` during the same pass.
+    /// [`build`](Self::build), feeding `obs` during the same pass. With the run's
+    /// [`SharedStates`] (`RunContext::shared_states`), states already computed for this model and
+    /// set are reused: `obs` is then fed by replaying them, or by a pass of its own when it reads
+    /// inside the layers.
     pub fn build_with(
+        model: &Model,
+        calib: &CalibrationSet,
+        ctx: &RunContext,
+        obs: &mut dyn Observer,
+    ) -> Result<Self> {
+        let Some(shared) = ctx.shared_states().filter(|s| s.shares(model)) else {
+            return Self::compute(model, calib, ctx, obs);
+        };
+        if let Some(hit) = shared.get(calib) {
+            if obs.reads_layer_internals() {
+                super::forward_pass(model, calib, obs, ctx)?;
+            } else if !hit.replay(obs)? {
+                super::forward_pass(model, calib, obs, ctx)?;
+            }
+            return Ok((*hit).clone());
+        }
+        let cache = Self::compute(model, calib, ctx, obs)?;
+        shared.put(calib, &cache);
+        Ok(cache)
+    }
+
+    /// Feeds `obs` the cached hidden and final states, batch by batch, as a pass would; `false`
+    /// (nothing fed) when only checkpoints are cached.
+    fn replay(&self, obs: &mut dyn Observer) -> Result<bool> {
+        if self.stride != 1 {
+            return Ok(false);
+        }
+        for b in &self.batches {
+            for (i, h) in b.inputs.iter().enumerate() {
+                obs.hidden_state(
+                    i,
+                    h.as_ref().expect("stride 1 keeps every input"),
+                    &b.ctx.tokens,
+                )?;
+            }
+            obs.final_state(&b.output, &b.ctx.tokens)?;
+        }
+        Ok(true)
+    }
+
+    /// A pass of `model` over `calib` keeping the checkpoint inputs, feeding `obs`.
+    fn compute(
         model: &Model,
         calib: &CalibrationSet,
         ctx: &RunContext,

@@ -344,8 +344,24 @@ pub(crate) fn batch_size_for(calib: &CalibrationSet) -> usize {
     (4096 / calib.summary.seq_len.max(1)).max(1)
 }
 
-/// One pass of the model over the calibration set, feeding `obs`; progress as `stage`.
+/// One pass of the model over the calibration set, feeding `obs`. Within a run that shares
+/// states (`RunContext::shared_states`), an observer of hidden states only is fed from the
+/// shared states instead, computing them if no method has yet.
 pub(crate) fn calibration_pass(
+    model: &Model,
+    calib: &CalibrationSet,
+    obs: &mut dyn Observer,
+    ctx: &RunContext,
+) -> Result<()> {
+    if ctx.shared_states().is_some_and(|s| s.shares(model)) && !obs.reads_layer_internals() {
+        candidates::StateCache::build_with(model, calib, ctx, obs)?;
+        return Ok(());
+    }
+    forward_pass(model, calib, obs, ctx)
+}
+
+/// A forward pass of the model over the calibration set, feeding `obs`.
+pub(crate) fn forward_pass(
     model: &Model,
     calib: &CalibrationSet,
     obs: &mut dyn Observer,

@@ -403,11 +403,21 @@ pub trait Observer {
     fn o_proj_input(&mut self, _layer: usize, _o: &Tensor, _tokens: &TokenMask) -> Result<()> {
         Ok(())
     }
+    /// Whether it reads states inside the layers (`down_proj_input`, `o_proj_input`), which a
+    /// replay of cached hidden states cannot give it. Observers of hidden and final states
+    /// only say `false`.
+    fn reads_layer_internals(&self) -> bool {
+        true
+    }
 }
 
 /// The observer that observes nothing.
 pub struct NoObserver;
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    fn reads_layer_internals(&self) -> bool {
+        false
+    }
+}
 
 /// Several observers fed by one pass.
 pub struct Observers<'a>(pub Vec<&'a mut dyn Observer>);
@@ -424,6 +434,9 @@ impl Observer for Observers<'_> {
     }
     fn o_proj_input(&mut self, l: usize, x: &Tensor, t: &TokenMask) -> Result<()> {
         self.0.iter_mut().try_for_each(|o| o.o_proj_input(l, x, t))
+    }
+    fn reads_layer_internals(&self) -> bool {
+        self.0.iter().any(|o| o.reads_layer_internals())
     }
 }
 

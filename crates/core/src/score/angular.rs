@@ -71,6 +71,10 @@ impl LastTokenStates {
 }
 
 impl Observer for LastTokenStates {
+    fn reads_layer_internals(&self) -> bool {
+        false
+    }
+
     fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
         if i < self.n_layers {
             self.states[i].extend(last_tokens(h, tokens)?);

@@ -87,6 +87,10 @@ impl BlockInfluence {
 }
 
 impl Observer for BlockInfluence {
+    fn reads_layer_internals(&self) -> bool {
+        false
+    }
+
     fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
         // A pass may start at any layer (a re-run from a merged layer): the first state only
         // primes `prev`.

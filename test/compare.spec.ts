@@ -77,13 +77,16 @@ describe('layerfold compare', () => {
     expect(fs.readdirSync(out).sort()).toEqual(['come', 'compare.json', 'compare.png', 'compare.svg', 'drop-last']);
     const doc = JSON.parse(fs.readFileSync(path.join(out, 'compare.json'), 'utf8'));
     expect(doc.rows.map((row: { method: string }) => row.method)).toEqual(['dense', 'drop-last', 'come']);
-    expect(doc.rows[1].record).toEqual([0, 1, 2]);
+    expect(doc.rows[0].record).toEqual([0, 1, 2, 3, 4]);
     expect(doc.target).toEqual({ removeLayers: 2 });
     expect(fs.readFileSync(path.join(out, 'compare.svg'), 'utf8')).toMatch(/^<svg[^>]*>[\s\S]*drop-last \(3\)[\s\S]*<\/svg>$/);
     expect(fs.readFileSync(path.join(out, 'compare.png')).subarray(1, 4).toString()).toBe('PNG');
     // The saved models are the rows' models.
-    const saved = JSON.parse(fs.readFileSync(path.join(out, 'come', 'layerfold.json'), 'utf8'));
-    expect(saved.record).toEqual(doc.rows[2].record);
+    for (const [i, method] of [[1, 'drop-last'], [2, 'come']] as const) {
+      const saved = JSON.parse(fs.readFileSync(path.join(out, method, 'layerfold.json'), 'utf8'));
+      expect(saved.record).toEqual(doc.rows[i].record);
+      expect(saved.layersAfter).toBe(3);
+    }
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('.')), 'no staging folder is left').toEqual([]);
 
     // --force replaces a flat folder (a folder with subfolders, like --save's, it never replaces).

@@ -28,11 +28,13 @@ import {
   type PerplexityOptions,
   type PruneOptions,
   type SaveOptions,
-  type Target,
 } from './config';
 import { bindingifyAnalyze, bindingifyCompare, bindingifyPrune } from './bindingify';
 import { LayerfoldError, toLayerfoldError } from './errors';
 import type { Progress, RunOptions, Stage } from './progress';
+import type { Origin } from './generated/Origin';
+import type { CalibrationSummary } from './generated/CalibrationSummary';
+import type { PruneSummary as GeneratedPruneSummary } from './generated/PruneSummary';
 
 export { LayerfoldError, ERROR_CODES, type ErrorCode } from './errors';
 export {
@@ -110,55 +112,21 @@ export interface SaveResult {
   bytes: number;
 }
 
-/** Where a layer came from: an original layer (0-based, as loaded) or a merge of layers. */
-export type Origin = number | Origin[];
-
-/** One scored candidate: `layers` are positions in the model at that step, `original` the layers as loaded. */
-export interface Candidate {
-  layers: number[];
-  original: number[];
-  /** `null` when the candidate was not eligible (CoMe's noRepeat). */
-  score: number | null;
-  chosen: boolean;
-}
-
-/** What a method did and why: per step, the candidates scored and the decision. */
-export interface Report {
-  /** What the candidate scores are. */
-  score: string;
-  steps: { candidates: Candidate[]; decision: string }[];
-  /** LaCo/SLM with a layer target: the threshold search. */
-  threshold?: { targetLayers: number; threshold: number; layers: number; exact: boolean; tried: [number, number][] };
-  warnings: string[];
-}
-
-/** The calibration set a method used. */
-export interface CalibrationSummary {
-  kind: 'chunked' | 'sampled' | 'sentences';
-  seqLen: number;
-  nSamples: number;
-  seed: number;
-  tokens: number;
-  source: string;
-}
+// The result types of `prune` are core's own structs, declared by ts-rs from the Rust
+// (ts/generated, rewritten by `cargo test -p layerfold-core`), so the two cannot drift.
+export type { Origin } from './generated/Origin';
+export type { Candidate } from './generated/Candidate';
+export type { Step } from './generated/Step';
+export type { Report } from './generated/Report';
+export type { ThresholdSearch } from './generated/ThresholdSearch';
+export type { CalibrationSummary } from './generated/CalibrationSummary';
 
 /** Everything `prune` records (also written as `layerfold.json` when the pruned model is saved). */
-export interface PruneSummary {
-  layerfold: string;
+export type PruneSummary = Omit<GeneratedPruneSummary, 'method' | 'options'> & {
   method: MethodName;
   /** The method's options with defaults filled in. */
   options: Record<string, unknown>;
-  target: Target;
-  layersBefore: number;
-  layersAfter: number;
-  parametersBefore: number;
-  parametersAfter: number;
-  /** For each layer of the result, the original layers it came from (a tree for progressive methods). */
-  record: Origin[];
-  calibration: CalibrationSummary | null;
-  report: Report;
-  seconds: number;
-}
+};
 
 /** The result of {@link prune}: the pruned model (a new handle; the input is unchanged) and its summary. */
 export interface PruneResult extends PruneSummary {

@@ -17,6 +17,7 @@ use text::{join_documents, TextSource};
 /// How a calibration set is cut from its documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub enum CalibrationKind {
     /// Documents joined by a blank line, tokenized once with one BOS, cut into non-overlapping
     /// windows; the first `n_samples` (CoMe, perplexity-style).
@@ -60,6 +61,7 @@ impl CalibrationDefaults {
 /// The resolved settings a set was built with, recorded in reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct CalibrationSummary {
     pub kind: CalibrationKind,
     pub seq_len: usize,

@@ -31,6 +31,7 @@ use crate::model::Model;
 /// How much to remove. Exactly one field is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Target {
     /// Layers to remove.
     pub remove_layers: Option<usize>,
@@ -122,10 +123,12 @@ pub struct PruneRequest {
 /// the layers as loaded that they cover.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Candidate {
     pub layers: Vec<usize>,
     pub original: Vec<usize>,
     /// A non-finite score (a candidate ruled out) is written as `null` in JSON.
+    #[cfg_attr(test, ts(type = "number | null"))]
     pub score: f64,
     pub chosen: bool,
 }
@@ -133,11 +136,13 @@ pub struct Candidate {
 /// One decision of a method.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Step {
     pub candidates: Vec<Candidate>,
     pub decision: String,
     /// Method-specific numbers behind the decision (CoMe: ratios, channels kept).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub details: Option<serde_json::Value>,
 }
 
@@ -150,6 +155,7 @@ impl Step {
 /// How LaCo/SLM found a threshold for a layer-count target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct ThresholdSearch {
     pub target_layers: usize,
     pub threshold: f64,
@@ -162,15 +168,18 @@ pub struct ThresholdSearch {
 /// What a method did and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Report {
     /// What the candidate scores are (e.g. "block influence", "calibration NLL").
     pub score: String,
     pub steps: Vec<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub threshold: Option<ThresholdSearch>,
     pub warnings: Vec<String>,
     /// Seconds spent per stage, where the method measures them (CoMe: calibrate, score, merge).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[cfg_attr(test, ts(optional, as = "Option<std::collections::BTreeMap<String, f64>>"))]
     pub timings: std::collections::BTreeMap<String, f64>,
 }
 
@@ -200,6 +209,7 @@ pub struct MethodOutput {
 /// Everything `prune` records, saved as `layerfold.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct PruneSummary {
     pub layerfold: &'static str,
     pub method: String,

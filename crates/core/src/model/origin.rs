@@ -6,6 +6,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub enum Origin {
     Layer(usize),
     Merged(Vec<Origin>),

@@ -73,9 +73,11 @@ fn weight_ids(model: &Model) -> Vec<candle_core::TensorId> {
 /// method's intermediate ones) are not kept.
 pub struct SharedStates {
     model: Vec<candle_core::TensorId>,
-    /// By calibration samples.
-    entries: std::sync::Mutex<Vec<(Vec<Vec<u32>>, std::sync::Arc<StateCache>)>>,
+    entries: std::sync::Mutex<Vec<SharedEntry>>,
 }
+
+/// The states of one calibration set, by its samples.
+type SharedEntry = (Vec<Vec<u32>>, std::sync::Arc<StateCache>);
 
 impl SharedStates {
     pub fn new(model: &Model) -> Self {
@@ -161,9 +163,9 @@ impl StateCache {
             return Self::compute(model, calib, ctx, obs);
         };
         if let Some(hit) = shared.get(calib) {
-            if obs.reads_layer_internals() {
-                super::forward_pass(model, calib, obs, ctx)?;
-            } else if !hit.replay(obs)? {
+            // `replay` runs only for observers of hidden states, and feeds nothing when only
+            // checkpoints are cached.
+            if obs.reads_layer_internals() || !hit.replay(obs)? {
                 super::forward_pass(model, calib, obs, ctx)?;
             }
             return Ok((*hit).clone());

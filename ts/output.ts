@@ -34,35 +34,10 @@ export function checkSaveTarget(out: string, inputs: string[], options: { format
   }
 }
 
-/** Writes `files` into a staging folder beside `dir`, then moves it into place; returns the names. */
-export function writeFolderAtomically(dir: string, inputs: string[], files: Record<string, string | Buffer>, force: boolean): string[] {
-  let staged: InstanceType<typeof native.BindingStagedOutput>;
-  try {
-    staged = native.BindingStagedOutput.stage(dir, inputs, force);
-  } catch (e) {
-    throw toLayerfoldError(e);
-  }
-  try {
-    for (const [name, content] of Object.entries(files)) {
-      try {
-        fs.writeFileSync(path.join(staged.path, name), content);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'E_DISK_FULL' : 'E_IO';
-        throw new LayerfoldError(code, `writing \`${path.join(dir, name)}\` failed: ${(e as Error).message}`, { cause: e });
-      }
-    }
-    staged.commit();
-  } catch (e) {
-    staged.discard();
-    throw toLayerfoldError(e);
-  }
-  return Object.keys(files).sort();
-}
-
 /**
- * `writeFolderAtomically` for content made while the folder is staged: `fill` gets the staging
- * folder (to write into, e.g. saved models) and returns the files to add. Nothing appears at
- * `dir` unless `fill` succeeds.
+ * Writes a folder atomically: `fill` gets the staging folder beside `dir` (to write into, e.g.
+ * saved models) and returns the files to add; then the folder is moved into place. Nothing
+ * appears at `dir` unless `fill` and every write succeed. Returns the names in the folder.
  */
 export async function fillFolderAtomically(
   dir: string,

@@ -11,7 +11,7 @@ import { AnalyzeOptionsSchema, LoadOptionsSchema, validate } from '../config';
 import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
 import { heatmapSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
-import { checkOutputFolder, writeFolderAtomically } from '../output';
+import { checkOutputFolder, fillFolderAtomically } from '../output';
 import { analysisTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
 import { runCommand } from './run';
@@ -44,18 +44,13 @@ export function register(program: Command): void {
       const name = path.basename(modelPath);
       const cosineSvg = await heatmapSvg(analysis.cosine, analysis.states, `${name}: mean cosine of hidden states`);
       const ckaSvg = await heatmapSvg(analysis.cka, analysis.states, `${name}: linear CKA of hidden states`);
-      const files = writeFolderAtomically(
-        out,
-        inputs,
-        {
-          'analysis.json': JSON.stringify({ model: modelPath, ...analysis }, null, 2) + '\n',
-          'cosine.svg': cosineSvg,
-          'cosine.png': svgToPng(cosineSvg),
-          'cka.svg': ckaSvg,
-          'cka.png': svgToPng(ckaSvg),
-        },
-        Boolean(opts.force),
-      );
+      const files = await fillFolderAtomically(out, inputs, Boolean(opts.force), async () => ({
+        'analysis.json': JSON.stringify({ model: modelPath, ...analysis }, null, 2) + '\n',
+        'cosine.svg': cosineSvg,
+        'cosine.png': svgToPng(cosineSvg),
+        'cka.svg': ckaSvg,
+        'cka.png': svgToPng(ckaSvg),
+      }));
       const seconds = (performance.now() - started) / 1000;
       return {
         json: { out: path.resolve(out), files, states: analysis.states, tokens: analysis.tokens, seconds },

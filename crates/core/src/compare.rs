@@ -126,12 +126,8 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
             calibration,
         });
     }
-    let ppl_seq_len = match req.ppl_seq_len {
-        Some(n) => Some(n),
-        None => Some(model.max_seq_len().min(512)),
-    };
     let ppl_opts = PerplexityOptions {
-        seq_len: ppl_seq_len,
+        seq_len: Some(req.ppl_seq_len.unwrap_or(model.max_seq_len().min(512))),
         max_windows: Some(req.ppl_windows.unwrap_or(40)),
         batch_size: None,
     };

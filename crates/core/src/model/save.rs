@@ -166,7 +166,7 @@ impl safetensors::View for LazyTensor<'_> {
 }
 
 /// Every tensor of `model` under its HF name, in name order.
-fn named_tensors(model: &Model) -> Vec<(String, &Tensor)> {
+pub(crate) fn named_tensors(model: &Model) -> Vec<(String, &Tensor)> {
     let lm = &model.lm;
     let mut out = vec![
         ("model.embed_tokens.weight".to_string(), &lm.embed_tokens),

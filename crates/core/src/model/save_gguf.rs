@@ -292,7 +292,7 @@ fn pre_tokenizer_name(pre: &serde_json::Value) -> Option<&'static str> {
     }
 }
 
-/// Every tensor under its GGUF name in llama.cpp's order (embedding, blocks, output), converted:
+/// Every tensor under its GGUF name (in HF name order, as the folder writer lists them), converted:
 /// matrices to `ty`, vectors to F32. A matrix whose rows do not split into 32-value Q8_0 blocks
 /// is written F16, as llama.cpp's converter falls back.
 fn quantized_tensors(
@@ -300,18 +300,7 @@ fn quantized_tensors(
     ty: GgufType,
     ctx: &RunContext,
 ) -> Result<Vec<(String, QTensor)>> {
-    let lm = &model.lm;
-    let mut named: Vec<(String, &Tensor)> =
-        vec![("model.embed_tokens.weight".into(), &lm.embed_tokens)];
-    for (i, layer) in lm.layers.iter().enumerate() {
-        for (name, t) in layer.named_tensors() {
-            named.push((format!("model.layers.{i}.{name}"), t));
-        }
-    }
-    named.push(("model.norm.weight".into(), &lm.norm.weight));
-    if let Some(head) = &lm.lm_head {
-        named.push(("lm_head.weight".into(), head));
-    }
+    let named = crate::model::save::named_tensors(model);
     let permute = matches!(model.config.architecture, Architecture::Llama | Architecture::Mistral);
     let total = named.len() as u64;
     let mut out = Vec::with_capacity(named.len());

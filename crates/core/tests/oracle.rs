@@ -12,6 +12,7 @@ use common::*;
 use layerfold_core::calib::text::TextSource;
 use layerfold_core::eval::perplexity::{perplexity, PerplexityOptions};
 use layerfold_core::model::decoder::{NoObserver, Observer, TokenBatch, TokenMask};
+use layerfold_core::model::packed::Packing;
 use layerfold_core::{Model, RunContext};
 
 /// Per-position L2 norms of every `h_i` and of `ĥ`.
@@ -181,6 +182,46 @@ fn padded_batch_equals_single_sequences() {
         let err = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(err < 1e-5, "row {row}: padded batch differs by {err}");
     }
+}
+
+/// A packed pass ([`Packing`]: no padding, sequences that continue an earlier one as from a KV
+/// cache) gives each row the state the sequence's own full pass gives it. mistral-tiny's sliding
+/// window is shorter than the longest sequence, so the window is checked across the join too.
+#[test]
+fn packed_sequences_equal_single_sequences() {
+    let model = load(&oracle("models/mistral-tiny"));
+    let single = |ids: &[u32]| -> Vec<Vec<f32>> {
+        let batch = TokenBatch::new(&[ids], 0, model.lm.device()).unwrap();
+        let h = model.lm.forward(&model.config, &batch, &mut NoObserver, &|| Ok(())).unwrap();
+        h.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
+    };
+    let context: Vec<u32> = (1..40).collect();
+    let (first, second, alone): (Vec<u32>, Vec<u32>, Vec<u32>) =
+        ((40..60).collect(), (70..75).collect(), (5..25).collect());
+    let sequences: Vec<(&[u32], Option<usize>)> =
+        vec![(&context, None), (&first, Some(0)), (&alone, None), (&second, Some(0))];
+    let packing = Packing::new(&model.lm, &model.config, &sequences).unwrap();
+    let h = model.lm.forward_packed(&packing, &|| Ok(())).unwrap().to_vec2::<f32>().unwrap();
+    let joined = |rest: &[u32]| [context.as_slice(), rest].concat();
+    let cases = [
+        (0, single(&context)),
+        (1, single(&joined(&first))[context.len()..].to_vec()),
+        (2, single(&alone)),
+        (3, single(&joined(&second))[context.len()..].to_vec()),
+    ];
+    for (j, want) in cases {
+        let got = &h[packing.span(j)];
+        assert_eq!(got.len(), want.len(), "sequence {j}: rows");
+        let err = got
+            .iter()
+            .flatten()
+            .zip(want.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-5, "sequence {j}: packed pass differs by {err}");
+    }
+    let err = Packing::new(&model.lm, &model.config, &[(&context, Some(1)), (&first, None)]);
+    assert_eq!(err.unwrap_err().code(), "E_INTERNAL");
 }
 
 /// BI and angular distance (METHODS.md §2.1, §2.2) on a chunked calibration set, against the

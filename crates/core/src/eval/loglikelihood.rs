@@ -8,11 +8,11 @@
 
 use std::ops::Range;
 
-use candle_core::{DType, IndexOp, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
-use crate::model::decoder::TokenBatch;
+use crate::model::packed::Packing;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
 
@@ -63,8 +63,11 @@ fn input(r: &Request, max_length: usize) -> (Vec<u32>, std::ops::Range<usize>) {
     (all, n - scored..n)
 }
 
-/// Tokens one forward pass may hold (prefixes and continuations together).
+/// Tokens one packed pass may hold (shared contexts and the rest of each input together).
 const PASS_TOKENS: usize = 8192;
+
+/// Scored positions whose logits are computed at once (`[rows, V]` f32).
+const LOGIT_ROWS: usize = 256;
 
 /// The length of the common prefix of `seqs`.
 fn common_prefix(seqs: &[&[u32]]) -> usize {
@@ -78,10 +81,10 @@ fn common_prefix(seqs: &[&[u32]]) -> usize {
 
 /// Scores `requests`; `groups` are runs of requests whose inputs may share a prefix (the choices
 /// of one example). The longest prefix a group's inputs share, up to its first scored position,
-/// runs once per group ([`CausalLm::prefix_cache`](crate::model::decoder::CausalLm)); the rest of
-/// each input runs from its keys and values. Groups of similar prefix length are batched, at most
-/// `batch_size` requests and [`PASS_TOKENS`] tokens a pass. Results are in request order;
-/// progress is one `eval` unit per request.
+/// runs once, as its own sequence of a packed pass ([`Packing`]); the rest of each input runs as
+/// a sequence that continues it. Groups are packed longest first, at most `batch_size` requests
+/// and [`PASS_TOKENS`] tokens a pass, without padding. Results are in request order; progress is
+/// one `eval` unit per request.
 pub fn score(
     model: &Model,
     requests: &[Request],
@@ -103,82 +106,90 @@ pub fn score(
             common_prefix(&seqs).min(first_scored).min(shortest)
         })
         .collect();
+    // The tokens a group puts in a pass: its shared prefix once, then each member's rest.
+    let cost = |g: usize| {
+        shared[g] + groups[g].clone().map(|i| inputs[i].0.len() - shared[g]).sum::<usize>()
+    };
+    // Longest first (as lm-eval orders), so a pass too large for memory fails at once.
     let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| std::cmp::Reverse((shared[g], groups[g].len())));
+    order.sort_by_key(|&g| std::cmp::Reverse(cost(g)));
     let mut out = vec![Scored { loglik: 0.0, greedy: true }; requests.len()];
     let check = || ctx.check_cancelled();
     let mut done = progress.0;
     let mut next = 0;
     while next < order.len() {
         ctx.check_cancelled()?;
-        // Take groups while the pass stays within its budget; the prefix is the shortest shared.
-        let mut batch = vec![order[next]];
-        let mut p = shared[order[next]];
-        next += 1;
+        let first = next;
+        let (mut tokens, mut members) = (0, 0);
         while next < order.len() {
             let g = order[next];
-            let p_new = p.min(shared[g]);
-            let reqs: usize = batch.iter().chain([&g]).map(|&g| groups[g].len()).sum();
-            let tokens: usize = batch
-                .iter()
-                .chain([&g])
-                .flat_map(|&g| groups[g].clone())
-                .map(|i| inputs[i].0.len() - p_new)
-                .max()
-                .unwrap_or(0)
-                * reqs
-                + p_new * (batch.len() + 1);
-            if reqs > batch_size || tokens > PASS_TOKENS {
+            let full = tokens + cost(g) > PASS_TOKENS || members + groups[g].len() > batch_size;
+            if next > first && full {
                 break;
             }
-            batch.push(g);
-            p = p_new;
+            tokens += cost(g);
+            members += groups[g].len();
             next += 1;
         }
-        let prefixes: Vec<&[u32]> =
-            batch.iter().map(|&g| &inputs[groups[g].start].0[..p]).collect();
-        let cache = if p > 0 {
-            model.lm.prefix_cache(
-                &model.config,
-                &TokenBatch::new(&prefixes, 0, model.lm.device())?,
-                &check,
-            )?
-        } else {
-            Vec::new()
-        };
-        let members: Vec<(usize, u32)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(row, &g)| groups[g].clone().map(move |i| (i, row as u32)))
-            .collect();
-        let suffixes: Vec<&[u32]> = members.iter().map(|&(i, _)| &inputs[i].0[p..]).collect();
-        let rows: Vec<u32> = members.iter().map(|&(_, row)| row).collect();
-        let tokens = TokenBatch::new(&suffixes, 0, model.lm.device())?;
-        let h = model.lm.forward_after_prefix(&model.config, &tokens, &cache, &rows, &check)?;
-        let s = tokens.seq_len();
-        let flat = h.reshape((members.len() * s, ()))?;
-        for (row, &(i, _)) in members.iter().enumerate() {
-            let positions = &inputs[i].1;
-            if positions.is_empty() {
-                continue;
+        // Each group's shared prefix (when it has one), then its members' rests, which continue
+        // it; an empty input has nothing to run and nothing to score.
+        let mut sequences: Vec<(&[u32], Option<usize>)> = Vec::new();
+        let mut packed: Vec<(usize, usize, usize)> = Vec::new(); // (request, sequence, its offset)
+        for &g in &order[first..next] {
+            let p = shared[g];
+            let prefix = (p > 0).then(|| {
+                sequences.push((&inputs[groups[g].start].0[..p], None));
+                sequences.len() - 1
+            });
+            for i in groups[g].clone().filter(|&i| !inputs[i].0.is_empty()) {
+                packed.push((i, sequences.len(), p));
+                sequences.push((&inputs[i].0[p..], prefix));
             }
-            let cont = &requests[i].continuation;
-            let targets = &cont[cont.len() - positions.len()..];
-            let first = row * s + positions.start - p;
-            let rows = flat.i(first..first + positions.len())?;
-            let logprobs = candle_nn::ops::log_softmax(&model.lm.logits(&rows)?, D::Minus1)?;
-            let target_ids = Tensor::new(targets, logprobs.device())?.unsqueeze(1)?;
-            let picked = logprobs.gather(&target_ids, 1)?.squeeze(1)?.to_dtype(DType::F64)?;
-            let greedy = logprobs.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            out[i] = Scored {
-                loglik: picked.to_vec1::<f64>()?.iter().sum(),
-                greedy: greedy.as_slice() == targets,
-            };
         }
-        done += members.len() as u64;
+        if !sequences.is_empty() {
+            let packing = Packing::new(&model.lm, &model.config, &sequences)?;
+            let h = model.lm.forward_packed(&packing, &check)?;
+            // Every scored row of the pass, in request order.
+            let mut rows = Vec::new();
+            let mut targets = Vec::new();
+            for &(i, seq, p) in &packed {
+                let positions = inputs[i].1.clone();
+                let start = packing.span(seq).start;
+                rows.extend(positions.clone().map(|pos| (start + pos - p) as u32));
+                let cont = &requests[i].continuation;
+                targets.extend_from_slice(&cont[cont.len() - positions.len()..]);
+            }
+            let (logprobs, argmax) = pick(model, &h, &rows, &targets)?;
+            let mut k = 0;
+            for &(i, _, _) in &packed {
+                let n = inputs[i].1.len();
+                out[i] = Scored {
+                    loglik: logprobs[k..k + n].iter().map(|&l| f64::from(l)).sum(),
+                    greedy: argmax[k..k + n] == targets[k..k + n],
+                };
+                k += n;
+            }
+        }
+        done += order[first..next].iter().map(|&g| groups[g].len() as u64).sum::<u64>();
         ctx.report(Stage::Eval, done, progress.1);
     }
     Ok(out)
+}
+
+/// At each row `rows[k]` of `h` (`[N, d]` final states): `log p(targets[k])` and the argmax,
+/// [`LOGIT_ROWS`] rows at a time.
+fn pick(model: &Model, h: &Tensor, rows: &[u32], targets: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
+    let device = h.device();
+    let mut logprobs = Vec::with_capacity(rows.len());
+    let mut argmax = Vec::with_capacity(rows.len());
+    for (r, t) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
+        let states = h.index_select(&Tensor::new(r, device)?, 0)?;
+        let lp = candle_nn::ops::log_softmax(&model.lm.logits(&states)?, D::Minus1)?;
+        let ids = Tensor::new(t, device)?.unsqueeze(1)?;
+        logprobs.extend(lp.gather(&ids, 1)?.squeeze(1)?.to_vec1::<f32>()?);
+        argmax.extend(lp.argmax(D::Minus1)?.to_vec1::<u32>()?);
+    }
+    Ok((logprobs, argmax))
 }
 
 #[cfg(test)]

@@ -95,74 +95,87 @@ impl Attention {
         self.k_proj.out_features() / self.head_dim
     }
 
-    /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
-    pub fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
-        Ok(self.attend_after(x, rope, None, sliding_window)?.0)
+    /// Query heads per KV head.
+    pub fn group(&self) -> usize {
+        self.num_heads() / self.num_kv_heads()
     }
 
-    /// [`Attention::attend`] for `x` at positions `p..p + s`, after a prefix of `p` positions
-    /// whose keys and values are `past` (`p = 0` without one): queries see the prefix's keys and
-    /// their own causally. Returns the output and `x`'s own keys and values.
-    pub fn attend_after(
+    /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
+    pub fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (cos, sin) = rope.at(0, s)?;
+        let (q, kv) = self.project(x, &cos, &sin)?;
+        let out = causal_attention(&q, &kv.k, &kv.v, 0, self.group(), sliding_window)?;
+        Ok(out.transpose(1, 2)?.reshape((b, s, ()))?)
+    }
+
+    /// Queries and keys (RoPE applied with `cos`, `sin`: `[s, d_h/2]`, the tables at the positions
+    /// of `x`'s rows) and values of `x` (`[b, s, d]`), each `[b, heads, s, d_h]`.
+    pub(crate) fn project(
         &self,
         x: &Tensor,
-        rope: &Rope,
-        past: Option<&KeyValues>,
-        sliding_window: Option<usize>,
+        cos: &Tensor,
+        sin: &Tensor,
     ) -> Result<(Tensor, KeyValues)> {
         let (b, s, _) = x.dims3()?;
-        let offset = match past {
-            Some(p) => p.k.dim(2)?,
-            None => 0,
-        };
-        let (nq, nkv, dh) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
-        let group = nq / nkv;
-        let heads = |proj: &Linear, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let t = proj.forward(x)?.reshape((b, s, n, dh))?;
+        let dh = self.head_dim;
+        let heads = |proj: &Linear, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let t = proj.forward(x)?.reshape((b, s, (), dh))?;
             let t = match norm {
                 Some(norm) => norm.forward(&t)?,
                 None => t,
             };
             Ok(t.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope.apply_at(&heads(&self.q_proj, nq, &self.q_norm)?, offset)?;
-        let own = KeyValues {
-            k: rope.apply_at(&heads(&self.k_proj, nkv, &self.k_norm)?, offset)?,
-            v: heads(&self.v_proj, nkv, &None)?,
+        let rope = |t: Tensor| candle_nn::rotary_emb::rope(&t, cos, sin);
+        let q = rope(heads(&self.q_proj, &self.q_norm)?)?;
+        let kv = KeyValues {
+            k: rope(heads(&self.k_proj, &self.k_norm)?)?,
+            v: heads(&self.v_proj, &None)?,
         };
-        let (k, v) = match past {
-            Some(p) => (Tensor::cat(&[&p.k, &own.k], 2)?, Tensor::cat(&[&p.v, &own.v], 2)?),
-            None => (own.k.clone(), own.v.clone()),
-        };
-        // Query head h reads KV head h / G (HF layout), so the G query heads of one KV head are
-        // adjacent: viewing queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
-        let q = (q * (1.0 / (dh as f64).sqrt()))?;
-        let mut blocks = Vec::with_capacity(s.div_ceil(ATTENTION_BLOCK));
-        for start in (0..s).step_by(ATTENTION_BLOCK) {
-            let len = ATTENTION_BLOCK.min(s - start);
-            let end = start + len;
-            let q_blk =
-                q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
-            let keys = offset + end;
-            let k_blk = k.narrow(2, 0, keys)?;
-            let v_blk = v.narrow(2, 0, keys)?;
-            let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
-            let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
-            // The fused CPU op masks implicitly and softmaxes in place (kernels/causal_softmax.rs);
-            // other devices use its composed definition.
-            let q_start = offset + start;
-            let probs = if scores.device().is_cpu() {
-                layerfold_kernels::causal_softmax_(&scores, q_start, sliding_window)?;
-                scores
-            } else {
-                layerfold_kernels::causal_softmax_slow(&scores, q_start, sliding_window)?
-            };
-            let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
-            blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
-        }
-        let out = Tensor::cat(&blocks, 2)?; // [b, n_q, s, d_h]
-        Ok((out.transpose(1, 2)?.reshape((b, s, nq * dh))?, own))
+        Ok((q, kv))
     }
+}
+
+/// Causal attention of queries `q` (`[b, n_q, s, d_h]`, contiguous) at positions
+/// `offset..offset + s` over keys and values `k`, `v` (`[b, n_kv, offset + s, d_h]`, positions
+/// from 0), `group` query heads per KV head. Returns `[b, n_q, s, d_h]`.
+pub(crate) fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    group: usize,
+    sliding_window: Option<usize>,
+) -> Result<Tensor> {
+    let (b, nq, s, dh) = q.dims4()?;
+    let nkv = nq / group;
+    // Query head h reads KV head h / G (HF layout), so the G query heads of one KV head are
+    // adjacent: viewing queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
+    let q = (q * (1.0 / (dh as f64).sqrt()))?;
+    let mut blocks = Vec::with_capacity(s.div_ceil(ATTENTION_BLOCK));
+    for start in (0..s).step_by(ATTENTION_BLOCK) {
+        let len = ATTENTION_BLOCK.min(s - start);
+        let end = start + len;
+        let q_blk = q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
+        let keys = offset + end;
+        let k_blk = k.narrow(2, 0, keys)?;
+        let v_blk = v.narrow(2, 0, keys)?;
+        let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
+        let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
+        // The fused CPU op masks implicitly and softmaxes in place (kernels/causal_softmax.rs);
+        // other devices use its composed definition.
+        let q_start = offset + start;
+        let probs = if scores.device().is_cpu() {
+            layerfold_kernels::causal_softmax_(&scores, q_start, sliding_window)?;
+            scores
+        } else {
+            layerfold_kernels::causal_softmax_slow(&scores, q_start, sliding_window)?
+        };
+        let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
+        blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
+    }
+    Ok(Tensor::cat(&blocks, 2)?)
 }
 
 /// One layer's keys (after RoPE) and values for a run of positions: `[b, n_kv, len, d_h]` each.
@@ -209,30 +222,28 @@ impl DecoderLayer {
         ctx: &ForwardContext,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
-        Ok(self.forward_after(index, x, ctx, None, obs)?.0)
+        let o = self.self_attn.attend(
+            &self.input_layernorm.forward(x)?,
+            &ctx.rope,
+            ctx.sliding_window,
+        )?;
+        self.after_attention(index, x, &o, &ctx.tokens, obs)
     }
 
-    /// [`DecoderLayer::forward`] after a prefix whose keys and values are `past`
-    /// ([`Attention::attend_after`]); also returns this input's own keys and values.
-    pub fn forward_after(
+    /// The rest of the layer once attention has given `o`, the input of `o_proj`.
+    pub(crate) fn after_attention(
         &self,
         index: usize,
         x: &Tensor,
-        ctx: &ForwardContext,
-        past: Option<&KeyValues>,
+        o: &Tensor,
+        tokens: &TokenMask,
         obs: &mut dyn Observer,
-    ) -> Result<(Tensor, KeyValues)> {
-        let (o, kv) = self.self_attn.attend_after(
-            &self.input_layernorm.forward(x)?,
-            &ctx.rope,
-            past,
-            ctx.sliding_window,
-        )?;
-        obs.o_proj_input(index, &o, &ctx.tokens)?;
-        let y = (x + self.self_attn.o_proj.forward(&o)?)?;
+    ) -> Result<Tensor> {
+        obs.o_proj_input(index, o, tokens)?;
+        let y = (x + self.self_attn.o_proj.forward(o)?)?;
         let a = self.mlp.activation(&self.post_attention_layernorm.forward(&y)?)?;
-        obs.down_proj_input(index, &a, &ctx.tokens)?;
-        Ok(((y + self.mlp.down_proj.forward(&a)?)?, kv))
+        obs.down_proj_input(index, &a, tokens)?;
+        Ok((y + self.mlp.down_proj.forward(&a)?)?)
     }
 
     /// Every tensor of the layer with its HF name relative to `model.layers.{i}.`.
@@ -293,12 +304,14 @@ impl Rope {
         Ok(Self { cos, sin })
     }
 
-    /// `x`: `[b, heads, s, d_h]`, contiguous, at positions `offset..offset + s`.
-    fn apply_at(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let s = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, s)?;
-        let sin = self.sin.narrow(0, offset, s)?;
-        Ok(candle_nn::rotary_emb::rope(x, &cos, &sin)?)
+    /// The tables at positions `offset..offset + s`.
+    pub(crate) fn at(&self, offset: usize, s: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, offset, s)?, self.sin.narrow(0, offset, s)?))
+    }
+
+    /// The tables at `positions` (u32), one row each.
+    pub(crate) fn rows(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.index_select(positions, 0)?, self.sin.index_select(positions, 0)?))
     }
 }
 

@@ -7,7 +7,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gguf_header;
 pub mod origin;
-pub mod prefix;
+pub mod packed;
 pub mod safetensors;
 pub mod save;
 pub mod save_gguf;

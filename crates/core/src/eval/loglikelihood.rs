@@ -12,6 +12,7 @@ use candle_core::{Tensor, D};
 
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
+use crate::eval::nll::token_nll;
 use crate::model::packed::Packing;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
@@ -183,11 +184,10 @@ fn pick(model: &Model, h: &Tensor, rows: &[u32], targets: &[u32]) -> Result<(Vec
     let mut logprobs = Vec::with_capacity(rows.len());
     let mut argmax = Vec::with_capacity(rows.len());
     for (r, t) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
-        let states = h.index_select(&Tensor::new(r, device)?, 0)?;
-        let lp = candle_nn::ops::log_softmax(&model.lm.logits(&states)?, D::Minus1)?;
-        let ids = Tensor::new(t, device)?.unsqueeze(1)?;
-        logprobs.extend(lp.gather(&ids, 1)?.squeeze(1)?.to_vec1::<f32>()?);
-        argmax.extend(lp.argmax(D::Minus1)?.to_vec1::<u32>()?);
+        let logits = model.lm.logits(&h.index_select(&Tensor::new(r, device)?, 0)?)?;
+        let nll = token_nll(&logits, &Tensor::new(t, device)?)?;
+        logprobs.extend(nll.to_vec1::<f32>()?.into_iter().map(|l| -l));
+        argmax.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
     }
     Ok((logprobs, argmax))
 }

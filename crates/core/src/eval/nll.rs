@@ -27,12 +27,17 @@ pub fn nll_sum(lm: &CausalLm, h: &Tensor, batch: &TokenBatch) -> Result<(f64, us
         let index = Tensor::new(chunk_rows, h.device())?;
         let logits = lm.logits(&flat.index_select(&index, 0)?)?;
         let targets = Tensor::new(chunk_targets, h.device())?;
-        let nll = if logits.device().is_cpu() {
-            layerfold_kernels::token_nll(&logits, &targets)?
-        } else {
-            layerfold_kernels::token_nll_slow(&logits, &targets)?
-        };
-        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        sum += token_nll(&logits, &targets)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
     }
     Ok((sum, rows.len()))
+}
+
+/// `−log softmax(logits)[target]` per row (`[n, V]` f32 logits, `[n]` u32 targets → `[n]` f32):
+/// the fused CPU op (kernels/token_nll.rs), its composed definition on other devices.
+pub fn token_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    Ok(if logits.device().is_cpu() {
+        layerfold_kernels::token_nll(logits, targets)?
+    } else {
+        layerfold_kernels::token_nll_slow(logits, targets)?
+    })
 }

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { sharedFile } from '../scripts/shared.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: a } = parseArgs({
@@ -22,7 +23,7 @@ const { values: a } = parseArgs({
 });
 const cache = process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
 const gguf = path.join(cache, 'SmolLM2-135M-Instruct.Q4_1.gguf');
-const dataDir = process.env.LAYERFOLD_DATA ?? path.resolve(here, '..', '..', 'shared', 'data', 'eval');
+const dataDir = process.env.LAYERFOLD_DATA ?? sharedFile('data/eval');
 const env = { ...process.env, RAYON_NUM_THREADS: a.threads, OMP_NUM_THREADS: a.threads, MKL_NUM_THREADS: a.threads, LAYERFOLD_DATA: dataDir };
 const cli = path.join(here, '..', 'dist', 'cli.js');
 

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { sharedFile } from '../scripts/shared.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: a } = parseArgs({
@@ -25,7 +26,7 @@ const { values: a } = parseArgs({
 });
 const cache = process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
 const model = path.join(cache, 'SmolLM2-135M-Instruct.Q4_1.gguf');
-const data = path.resolve(here, '..', '..', 'shared', 'data', 'text', 'wikitext2_raw_test.txt');
+const data = sharedFile('data/text/wikitext2_raw_test.txt');
 const common = ['--seq-len', a['seq-len'], '--windows', a.windows];
 const env = { ...process.env, RAYON_NUM_THREADS: a.threads, OMP_NUM_THREADS: a.threads, MKL_NUM_THREADS: a.threads };
 

@@ -15,13 +15,14 @@
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { sharedFile } from '../scripts/shared.mjs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { loadModel } = require(path.join(root, 'dist', 'index.js'));
-const { cacheDir, sharedFile } = require(path.join(root, 'dist', 'paths.js'));
+const { cacheDir } = require(path.join(root, 'dist', 'paths.js'));
 
 const { values: a } = parseArgs({
   options: {

@@ -15,11 +15,12 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { sharedFile } from './shared.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { loadModel } = require(path.join(root, 'dist', 'index.js'));
-const { cacheDir, sharedFile } = require(path.join(root, 'dist', 'paths.js'));
+const { cacheDir } = require(path.join(root, 'dist', 'paths.js'));
 
 const { values } = parseArgs({
   options: {
@@ -70,7 +71,7 @@ run([
   '--remove-layers', values.remove,
   '--calib-kind', 'chunked', '--seq-len', '128', '--samples', '32',
   '--limit', values.limit,
-  '--ppl-windows', values.windows,
+  '--ppl-data', sharedFile('data/text/wikitext2_raw_test.txt'), '--ppl-windows', values.windows,
   '--out', values.out, '--save', '--force',
 ]);
 const gguf = path.join(values.out, 'come.gguf');

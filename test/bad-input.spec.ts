@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { loadModel, type ErrorCode } from '../ts/index';
-import { cli, shared, smollm2, tmpDir } from './fixtures';
+import { cli, shared, smollm2, tmpDir, wikitext } from './fixtures';
 import { ggufLayout, withString, withU32 } from './gguf';
 
 /** Every file, folder and link under `root`: path → content hash, `dir` or the link's target. */
@@ -246,11 +246,12 @@ const cases: Case[] = [
   { name: 'info: an unsupported GGUF architecture', args: (w) => ['info', w.gguf((b) => withString(b, 'general.architecture', 'bloom'))], code: 'E_UNSUPPORTED', says: /bloom/ },
   { name: 'info: an unknown GGUF tensor type', args: (w) => ['info', w.gguf((b) => ggufWithTensorType(b, 'blk.0.attn_norm.weight', 99))], code: 'E_UNSUPPORTED', says: /type 99/ },
   // ---- ppl -----------------------------------------------------------------------------------------
-  { name: 'ppl: --seq-len 1', args: (w) => ['ppl', w.stories(), '--seq-len', '1'], code: 'E_CONFIG', says: /seqLen.*at least 2/ },
-  { name: 'ppl: --seq-len 0', args: (w) => ['ppl', w.stories(), '--seq-len', '0'], code: 'E_CONFIG', says: /seqLen/ },
-  { name: 'ppl: --seq-len above the context', args: (w) => ['ppl', w.stories(), '--seq-len', '513'], code: 'E_CONFIG', says: /512/ },
-  { name: 'ppl: --max-windows 0', args: (w) => ['ppl', w.stories(), '--max-windows', '0'], code: 'E_CONFIG', says: /maxWindows/ },
-  { name: 'ppl: --batch-size -1', args: (w) => ['ppl', w.stories(), '--batch-size', '-1'], code: 'E_CONFIG', says: /batchSize/ },
+  { name: 'ppl: --seq-len 1', args: (w) => ['ppl', w.stories(), '--seq-len', '1', '--data', wikitext()], code: 'E_CONFIG', says: /seqLen.*at least 2/ },
+  { name: 'ppl: --seq-len 0', args: (w) => ['ppl', w.stories(), '--seq-len', '0', '--data', wikitext()], code: 'E_CONFIG', says: /seqLen/ },
+  { name: 'ppl: --seq-len above the context', args: (w) => ['ppl', w.stories(), '--seq-len', '513', '--data', wikitext()], code: 'E_CONFIG', says: /512/ },
+  { name: 'ppl: --max-windows 0', args: (w) => ['ppl', w.stories(), '--max-windows', '0', '--data', wikitext()], code: 'E_CONFIG', says: /maxWindows/ },
+  { name: 'ppl: --batch-size -1', args: (w) => ['ppl', w.stories(), '--batch-size', '-1', '--data', wikitext()], code: 'E_CONFIG', says: /batchSize/ },
+  { name: 'ppl: no --data', args: (w) => ['ppl', w.stories()], code: 'E_CONFIG', says: /pass --data <file>/ },
   { name: 'ppl: --data that does not exist', args: (w) => ['ppl', w.stories(), '--data', path.join(w.dir, 'no.txt')], code: 'E_NOT_FOUND', says: /no\.txt/ },
   { name: 'ppl: --data that is empty', args: (w) => ['ppl', w.stories(), '--data', w.file('e.txt', '\n \n')], code: 'E_DATA', says: /e\.txt/ },
   { name: 'ppl: --data that is a folder', args: (w) => ['ppl', w.stories(), '--data', w.folder('texts')], code: 'E_CONFIG', says: /texts.*folder/ },
@@ -258,20 +259,21 @@ const cases: Case[] = [
   { name: 'ppl: --data jsonl without text fields', args: (w) => ['ppl', w.stories(), '--data', w.file('r.jsonl', '{"t": 1}\n')], code: 'E_DATA', says: /line 1/ },
   {
     name: 'ppl: activations that overflow f16',
-    args: (w) => ['ppl', w.weights((b) => filled(b, 'model.norm.weight', 60000)), '--dtype', 'f16', '--seq-len', '32', '--max-windows', '2'],
+    args: (w) => ['ppl', w.weights((b) => filled(b, 'model.norm.weight', 60000)), '--dtype', 'f16', '--seq-len', '32', '--max-windows', '2', '--data', wikitext()],
     code: 'E_MODEL_FORMAT',
     says: /not finite.*2 of 2 windows in F16/,
   },
-  { name: 'ppl: a model with a NaN weight', args: (w) => ['ppl', w.weights((b) => nanIn(b, 'model.norm.weight')), '--seq-len', '32'], code: 'E_MODEL_FORMAT', says: /model\.norm\.weight/ },
+  { name: 'ppl: a model with a NaN weight', args: (w) => ['ppl', w.weights((b) => nanIn(b, 'model.norm.weight')), '--seq-len', '32', '--data', wikitext()], code: 'E_MODEL_FORMAT', says: /model\.norm\.weight/ },
   // ---- compare -------------------------------------------------------------------------------------
   { name: 'compare: an unknown method', args: (w) => ['compare', w.stories(), '--methods', 'drop-bi,nope', '--remove-layers', '1', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /methods/ },
   { name: 'compare: no target', args: (w) => ['compare', w.stories(), '--methods', 'drop-bi', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /exactly one of removeLayers, ratio or threshold/ },
   { name: 'compare: removing every layer', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '5', '--out', path.join(w.dir, 'o'), '--no-ppl'], code: 'E_CONFIG', says: /larger than the model/ },
-  { name: 'compare: --limit 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--limit', '0', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /limit/ },
-  { name: 'compare: --ppl-windows 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--ppl-windows', '0', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /pplWindows/ },
-  { name: 'compare: --out is the model', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.join(w.dir, 'm'), '--force'], code: 'E_CONFIG', says: /is the input/ },
-  { name: 'compare: --out exists', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.dirname(w.file('o/x', 'keep'))], code: 'E_OUTPUT_EXISTS', says: /pass force/ },
+  { name: 'compare: --limit 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--limit', '0', '--no-ppl', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /limit/ },
+  { name: 'compare: --ppl-windows 0', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--ppl-windows', '0', '--ppl-data', wikitext(), '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /pplWindows/ },
+  { name: 'compare: --out is the model', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.join(w.dir, 'm'), '--force', '--no-ppl'], code: 'E_CONFIG', says: /is the input/ },
+  { name: 'compare: --out exists', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.dirname(w.file('o/x', 'keep')), '--no-ppl'], code: 'E_OUTPUT_EXISTS', says: /pass force/ },
   { name: 'compare: an unknown task', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--tasks', 'nope', '--no-ppl', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /`nope` is not one of/ },
+  { name: 'compare: no --ppl-data and no --no-ppl', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--out', path.join(w.dir, 'o')], code: 'E_CONFIG', says: /--ppl-data <file>.*or --no-ppl/ },
   { name: 'compare: --ppl-data that does not exist', args: (w) => ['compare', w.stories(), '--methods', 'drop-last', '--remove-layers', '1', '--ppl-data', path.join(w.dir, 'no.txt'), '--out', path.join(w.dir, 'o')], code: 'E_NOT_FOUND', says: /no\.txt/ },
   // ---- eval ----------------------------------------------------------------------------------------
   { name: 'eval: an unknown task', args: (w) => ['eval', w.stories(), '--tasks', 'piqa,nope'], code: 'E_CONFIG', says: /`nope` is not one of/ },
@@ -391,7 +393,7 @@ describe('numbers JSON cannot hold', () => {
     const w = new Workspace();
     try {
       const m = w.weights((b) => filled(b, 'model.norm.weight', 60000));
-      const r = spawnSync(process.execPath, [cli, 'ppl', m, '--seq-len', '32', '--max-windows', '2', '--json'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [cli, 'ppl', m, '--seq-len', '32', '--max-windows', '2', '--data', wikitext(), '--json'], { encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       const doc = JSON.parse(r.stdout);
       expect(doc.ppl).toBeNull();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { cli, shared, smollm2, tmpDir } from './fixtures';
+import { cli, shared, smollm2, tmpDir, wikitext } from './fixtures';
 
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
@@ -29,7 +29,7 @@ describe('layerfold info', () => {
 
 describe('layerfold ppl', () => {
   it('prints {ppl, tokens, windows, seqLen, seconds}', () => {
-    const r = run('ppl', stories(), '--seq-len', '128', '--max-windows', '3', '--json');
+    const r = run('ppl', stories(), '--seq-len', '128', '--max-windows', '3', '--data', wikitext(), '--json');
     expect(r.status).toBe(0);
     const out = r.json();
     expect(out).toMatchObject({ tokens: 3 * 127, windows: 3, seqLen: 128 });
@@ -56,7 +56,7 @@ describe('layerfold ppl', () => {
   });
 
   it('exits 1 with the error code of a runtime failure', () => {
-    const r = run('ppl', '/no/such/model', '--json');
+    const r = run('ppl', '/no/such/model', '--data', wikitext(), '--json');
     expect(r.status).toBe(1);
     expect(r.json().error).toMatchObject({ code: 'E_NOT_FOUND' });
     expect(r.json().error.message).toContain('/no/such/model');

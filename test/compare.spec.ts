@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel } from '../ts/index';
-import { cli, shared, tmpDir } from './fixtures';
+import { cli, shared, tmpDir, wikitext } from './fixtures';
 
 const stories = () => shared('models/stories260K');
 const wiki = () => shared('data/text/wikitext2_raw_test.txt');
@@ -68,7 +68,7 @@ describe('layerfold compare', () => {
   it('prints the table, writes compare.json, the chart and, with --save, every pruned model', () => {
     const dir = tmpDir();
     const out = path.join(dir, 'cmp');
-    const args = ['compare', stories(), '--methods', 'drop-last,come', '--remove-layers', '2', '--tasks', 'piqa,boolq', '--limit', '4', '--ppl-windows', '2', '--ppl-seq-len', '64', '--calib-kind', 'chunked', '--seq-len', '64', '--samples', '4', '--out', out, '--save'];
+    const args = ['compare', stories(), '--methods', 'drop-last,come', '--remove-layers', '2', '--tasks', 'piqa,boolq', '--limit', '4', '--ppl-data', wikitext(), '--ppl-windows', '2', '--ppl-seq-len', '64', '--calib-kind', 'chunked', '--seq-len', '64', '--samples', '4', '--out', out, '--save'];
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^method\s+layers\s+params\s+ppl\s+piqa\s+boolq\s+avg\s+retained\s+prune s$/m);

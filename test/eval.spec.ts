@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel } from '../ts/index';
-import { cli, oracle, shared, tmpDir } from './fixtures';
+import { cli, oracle, shared, tmpDir, wikitext } from './fixtures';
 
 const stories = () => shared('models/stories260K');
 const REPORTED = { boolq: 'acc', piqa: 'acc', hellaswag: 'acc_norm', winogrande: 'acc', arc_easy: 'acc', arc_challenge: 'acc_norm', openbookqa: 'acc_norm' };
@@ -96,7 +96,7 @@ describe('progress on a terminal', () => {
   };
 
   for (const [name, args, result] of [
-    ['ppl', ['ppl', stories(), '--seq-len', '64', '--max-windows', '12'], /perplexity \d/],
+    ['ppl', ['ppl', stories(), '--seq-len', '64', '--max-windows', '12', '--data', wikitext()], /perplexity \d/],
     ['eval', ['eval', stories(), '--tasks', 'piqa', '--limit', '8'], /average \(METHODS/],
   ] as const) {
     it(`${name}: the bar is erased before the result, and nothing is drawn after it`, () => {

@@ -18,6 +18,11 @@ export function shared(rel: string): string {
   return must(path.join(base, rel), 'the specs read ../shared beside the checkout');
 }
 
+/** The perplexity text the CLI specs pass (`ppl --data`, `compare --ppl-data`). */
+export function wikitext(): string {
+  return shared('data/text/wikitext2_raw_test.txt');
+}
+
 export function smollm2(): string {
   const cache = process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
   return must(path.join(cache, 'SmolLM2-135M-Instruct.Q4_1.gguf'), 'run `npm run fetch-model` first');

@@ -5,14 +5,11 @@
  * one typed struct per method in Rust.
  */
 import type { AnalyzeOptions, CalibrationOptions, CompareOptions, PruneOptions } from './config';
-import { sharedFile } from './paths';
-
-/** The default calibration text (METHODS.md §1; the papers calibrate on WikiText-2). */
-export const DEFAULT_CALIBRATION = 'data/text/wikitext2_valid_tokenized.txt';
+import { DEFAULT_CALIBRATION, packageFile } from './paths';
 
 export function bindingifyCalibration(c: CalibrationOptions | undefined): CalibrationOptions {
   const calibration = { ...(c ?? {}) };
-  if (calibration.file === undefined && calibration.text === undefined) calibration.file = sharedFile(DEFAULT_CALIBRATION);
+  if (calibration.file === undefined && calibration.text === undefined) calibration.file = packageFile(DEFAULT_CALIBRATION);
   return calibration;
 }
 

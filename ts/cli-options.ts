@@ -68,7 +68,7 @@ const int = (v: string) => (/^-?\d+$/.test(v.trim()) ? Number(v) : v);
 /** The calibration flags shared by `prune` and `analyze`; `defaults` describes each command's. */
 export function addCalibrationOptions(cmd: Command, defaults: { kind: string; seqLen: string; samples: string }): Command {
   return cmd
-    .option('--calib <file>', 'calibration text (.txt or .jsonl); default ../shared/data/text/wikitext2_valid_tokenized.txt')
+    .option('--calib <file>', 'calibration text (.txt or .jsonl); default WikiText-2 validation, shipped in the package')
     .addOption(new Option('--calib-kind <kind>', `how calibration samples are cut; default ${defaults.kind}`).choices(['chunked', 'sampled', 'sentences']))
     .option('--seq-len <n>', `calibration tokens per sample; default ${defaults.seqLen}`, int)
     .option('--samples <n>', `calibration samples; default ${defaults.samples}`, int)

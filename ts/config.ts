@@ -66,7 +66,7 @@ export const CalibrationSchema = z
       .optional()
       .describe(
         'Calibration text: a .txt file (one document per non-empty line) or .jsonl ({"text": …} rows). ' +
-          'Default ../shared/data/text/wikitext2_valid_tokenized.txt.',
+          'Default: WikiText-2 validation, shipped in the package (data/calibration).',
       ),
     text: z.string().optional().describe('Inline calibration text instead of a file.'),
     kind: z

@@ -340,7 +340,7 @@ export class Model {
    * @throws LayerfoldError `E_CONFIG` (an unknown task, limit 0, no data folder), `E_NOT_FOUND` (a task file), `E_DATA` (a bad row, named by file and line), `E_ABORTED`
    * @example
    * ```ts
-   * const r = await model.evaluate({ tasks: ['piqa', 'arc_easy'], limit: 100, dataDir: '../shared/data/eval' });
+   * const r = await model.evaluate({ tasks: ['piqa', 'arc_easy'], limit: 100, dataDir: '/data/eval' });
    * console.log(r.tasks.piqa.acc, r.average);
    * ```
    */

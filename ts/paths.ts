@@ -1,15 +1,10 @@
-/** Where layerfold finds material it does not ship: the shared data folder and the model cache. */
+/** Where layerfold finds the material it ships and the models it caches. */
 import os from 'node:os';
 import path from 'node:path';
 
-/** `../shared` beside the package checkout, or `$LAYERFOLD_SHARED`. */
-export function sharedDir(): string {
-  return process.env.LAYERFOLD_SHARED ?? path.resolve(__dirname, '..', '..', 'shared');
-}
-
-/** A file of the shared folder, e.g. `data/text/wikitext2_raw_test.txt`. */
-export function sharedFile(rel: string): string {
-  return path.join(sharedDir(), rel);
+/** A file of the installed package, e.g. `data/calibration/…` (paths relative to its root). */
+export function packageFile(rel: string): string {
+  return path.resolve(__dirname, '..', rel);
 }
 
 /** The model cache: `$LAYERFOLD_CACHE`, default `~/.cache/layerfold`. */
@@ -17,5 +12,8 @@ export function cacheDir(): string {
   return process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
 }
 
-/** The default perplexity corpus (METHODS.md §4.1). */
-export const DEFAULT_PPL_DATA = 'data/text/wikitext2_raw_test.txt';
+/**
+ * The default calibration text (METHODS.md §1; the papers calibrate on WikiText-2), shipped in the
+ * package with its licence (data/calibration/README.md).
+ */
+export const DEFAULT_CALIBRATION = 'data/calibration/wikitext2_valid_tokenized.txt';

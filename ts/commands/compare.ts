@@ -14,7 +14,6 @@ import { groupedBarSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
 import { LayerfoldError } from '../errors';
 import { checkOutputFolder, fillFolderAtomically } from '../output';
-import { DEFAULT_PPL_DATA, sharedFile } from '../paths';
 import { compareTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
 import { runCommand } from './run';
@@ -42,7 +41,7 @@ export function register(program: Command): void {
     .option('--remove-layers <n>', 'target: layers every method removes', num)
     .option('--ratio <r>', 'target: fraction of the parameters to remove, in (0, 1)', num)
     .option('--tasks <list>', 'comma-separated tasks or .jsonl files; default the seven', list)
-    .option('--ppl-data <file>', `perplexity text; default ../shared/${DEFAULT_PPL_DATA}`)
+    .option('--ppl-data <file>', 'perplexity text, e.g. the WikiText-2 raw test split (required unless --no-ppl)')
     .addOption(new Option('--no-ppl', 'leave the perplexity column out'));
   addCalibrationOptions(cmd, { kind: "each method's", seqLen: "each method's", samples: "each method's" })
     .requiredOption('--out <dir>', 'output folder: compare.json, compare.svg, compare.png (written atomically)')
@@ -59,12 +58,7 @@ export function register(program: Command): void {
       const target: Record<string, unknown> = { ...((base.target as Record<string, unknown>) ?? {}) };
       if (opts.removeLayers !== undefined) target.removeLayers = opts.removeLayers;
       if (opts.ratio !== undefined) target.ratio = opts.ratio;
-      let pplData = (opts.pplData as string | undefined) ?? (base.pplData as string | undefined);
-      if (opts.ppl === false) pplData = undefined;
-      else if (pplData === undefined) {
-        pplData = sharedFile(DEFAULT_PPL_DATA);
-        if (!fs.existsSync(pplData)) throw new LayerfoldError('E_NOT_FOUND', `text file \`${pplData}\` does not exist: pass --ppl-data <file> or --no-ppl`);
-      }
+      const pplData = opts.ppl === false ? undefined : ((opts.pplData as string | undefined) ?? (base.pplData as string | undefined));
       const options = validate(CompareOptionsSchema, {
         ...base,
         ...pickSchemaOptions(CompareOptionsSchema, opts),
@@ -75,6 +69,13 @@ export function register(program: Command): void {
         ...(pplData ? { pplData } : {}),
       });
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
+      // No corpus ships with the package: the perplexity text is always named, or skipped.
+      if (opts.ppl !== false && pplData === undefined) {
+        throw new LayerfoldError('E_CONFIG', 'invalid option `pplData`: the perplexity column needs a text; pass --ppl-data <file> (the papers use the WikiText-2 raw test split) or --no-ppl');
+      }
+      if (pplData !== undefined && !fs.existsSync(pplData)) {
+        throw new LayerfoldError('E_NOT_FOUND', `text file \`${pplData}\` does not exist: pass --ppl-data <file> or --no-ppl`);
+      }
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
       const inputs = [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...(pplData ? [pplData] : [])];

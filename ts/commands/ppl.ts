@@ -6,7 +6,6 @@ import { loadModel } from '../index';
 import { LoadOptionsSchema, PerplexityOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
 import { LayerfoldError } from '../errors';
-import { DEFAULT_PPL_DATA, sharedFile } from '../paths';
 import { runCommand } from './run';
 
 export function register(program: Command): void {
@@ -14,7 +13,7 @@ export function register(program: Command): void {
     .command('ppl')
     .description('Perplexity on non-overlapping windows of a text file (documents joined by a blank line, one BOS).')
     .argument('<model>', 'model folder or .gguf file')
-    .option('--data <file>', `text (.txt, one document per line) or .jsonl file; default ../shared/${DEFAULT_PPL_DATA}`)
+    .option('--data <file>', 'text (.txt, one document per line) or .jsonl file, e.g. the WikiText-2 raw test split (required)')
     .option('--json', 'print one JSON object');
   addSchemaOptions(cmd, PerplexityOptionsSchema);
   addSchemaOptions(cmd, LoadOptionsSchema);
@@ -24,7 +23,11 @@ export function register(program: Command): void {
       // Validate everything before loading anything.
       const ppl = validate(PerplexityOptionsSchema, pickSchemaOptions(PerplexityOptionsSchema, opts));
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
-      const data = (opts.data as string | undefined) ?? sharedFile(DEFAULT_PPL_DATA);
+      // No corpus ships with the package: the text a perplexity is measured on is always named.
+      const data = opts.data as string | undefined;
+      if (data === undefined) {
+        throw new LayerfoldError('E_CONFIG', 'invalid option `data`: perplexity needs a text; pass --data <file> (the papers use the WikiText-2 raw test split)');
+      }
       if (!fs.existsSync(data)) {
         throw new LayerfoldError('E_NOT_FOUND', `text file \`${data}\` does not exist: pass --data <file>`);
       }

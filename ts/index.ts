@@ -208,7 +208,11 @@ async function runNative<T>(run: RunOptions, call: (onProgress: NativeProgress, 
   const onAbort = () => token.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    return await call(guardProgress(run.onProgress), token);
+    const result = await call(guardProgress(run.onProgress), token);
+    // The last progress reports are queued on a threadsafe function that libuv may run after the
+    // task's completion in the same loop turn: one turn more delivers them before we resolve.
+    if (run.onProgress) await new Promise((resolve) => setImmediate(resolve));
+    return result;
   } catch (e) {
     if (signal?.aborted && (e as { code?: string })?.code === 'E_ABORTED') throw signal.reason;
     throw toLayerfoldError(e);

@@ -12,7 +12,7 @@ use candle_core::{Tensor, D};
 
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
-use crate::eval::nll::token_nll;
+use crate::eval::nll::{token_nll, LOGIT_ROWS};
 use crate::model::packed::Packing;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
@@ -66,9 +66,6 @@ fn input(r: &Request, max_length: usize) -> (Vec<u32>, std::ops::Range<usize>) {
 
 /// Tokens one packed pass may hold (shared contexts and the rest of each input together).
 const PASS_TOKENS: usize = 8192;
-
-/// Scored positions whose logits are computed at once (`[rows, V]` f32).
-const LOGIT_ROWS: usize = 256;
 
 /// The length of the common prefix of `seqs`.
 fn common_prefix(seqs: &[&[u32]]) -> usize {

@@ -6,8 +6,8 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 use crate::model::decoder::{CausalLm, TokenBatch};
 
-/// Rows whose logits are materialised at once: `[ROWS, vocab]` f32.
-const LOGIT_ROWS: usize = 512;
+/// Rows whose logits are materialised at once: `[LOGIT_ROWS, vocab]` f32.
+pub(crate) const LOGIT_ROWS: usize = 512;
 
 /// `(Σ NLL, count)` over every real position that has a next token, from `ĥ` (`[b, s, d]`).
 pub fn nll_sum(lm: &CausalLm, h: &Tensor, batch: &TokenBatch) -> Result<(f64, usize)> {

@@ -70,11 +70,6 @@ impl Packing {
         })
     }
 
-    /// Rows in the batch.
-    pub fn rows(&self) -> usize {
-        self.spans.last().map_or(0, |r| r.end)
-    }
-
     /// The rows of sequence `j`.
     pub fn span(&self, j: usize) -> Range<usize> {
         self.spans[j].clone()

@@ -1,0 +1,401 @@
+//! The two terms of the distillation loss (METHODS.md §3.5), per row, with a CPU forward and
+//! backward:
+//!
+//! - [`kl_div`]: `τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ))` for student and teacher logits `[n, V]`.
+//!   The forward is two log-sum-exps and one weighted sum per row; the backward writes
+//!   `∂/∂z_S = τ·(softmax(z_S/τ) − softmax(z_T/τ))·g` straight into the gradient. Neither holds a
+//!   `[n, V]` probability tensor, so training memory is the logits and their gradient only.
+//! - [`hidden_mse`]: `‖s − t‖² / ‖t‖²` for student and teacher states `[n, d]`, backward
+//!   `∂/∂s = 2(s − t)/‖t‖²·g`.
+//!
+//! The teacher is frozen: neither op returns a gradient for its second argument. Rows come out
+//! separately so that callers weight (mask) and reduce them. The `_slow` versions are the composed,
+//! differentiable definitions the fused ones are tested against.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::vec_exp::{self, dispatch};
+
+/// Rows per rayon task: enough work per task for the vocabulary sizes of real models.
+const ROWS: usize = 4;
+
+/// `‖t‖²` below this counts as this (ours): a zero teacher state would otherwise give NaN.
+pub const MIN_TEACHER_NORM_SQ: f32 = 1e-12;
+
+/// The log-sum-exp of `row / tau`.
+#[inline(always)]
+fn lse_scaled(row: &[f32], inv_tau: f32) -> f32 {
+    // max(x/τ) = max(x)/τ for τ > 0, so the shift is taken on the raw row.
+    let m = vec_exp::max(row) * inv_tau;
+    let mut acc = [0f32; vec_exp::LANES];
+    let chunks = row.chunks_exact(vec_exp::LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..vec_exp::LANES {
+            acc[k] += vec_exp::exp(c[k] * inv_tau - m);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &v in rest {
+        s += vec_exp::exp(v * inv_tau - m);
+    }
+    m + s.ln()
+}
+
+dispatch! {
+    fn kl_rows(student: &[f32], teacher: &[f32], vocab: usize, tau: f32, out: &mut [f32]) {
+        let inv_tau = 1.0 / tau;
+        for ((s, t), o) in student.chunks_exact(vocab).zip(teacher.chunks_exact(vocab)).zip(out) {
+            let (lse_s, lse_t) = (lse_scaled(s, inv_tau), lse_scaled(t, inv_tau));
+            // KL = Σ p_t·(log p_t − log p_s) = Σ p_t·(t − s)/τ + lse_s − lse_t, since Σ p_t = 1.
+            let mut acc = [0f32; vec_exp::LANES];
+            let (sc, tc) = (s.chunks_exact(vec_exp::LANES), t.chunks_exact(vec_exp::LANES));
+            let (s_rest, t_rest) = (sc.remainder(), tc.remainder());
+            for (a, b) in sc.zip(tc) {
+                for k in 0..vec_exp::LANES {
+                    let p = vec_exp::exp(b[k] * inv_tau - lse_t);
+                    acc[k] += p * (b[k] - a[k]);
+                }
+            }
+            let mut sum: f64 = acc.iter().map(|&v| v as f64).sum();
+            for (&a, &b) in s_rest.iter().zip(t_rest) {
+                sum += (vec_exp::exp(b * inv_tau - lse_t) * (b - a)) as f64;
+            }
+            let kl = sum * inv_tau as f64 + lse_s as f64 - lse_t as f64;
+            // Rounding can leave a tiny negative value where the distributions are equal.
+            *o = (tau as f64 * tau as f64 * kl.max(0.0)) as f32;
+        }
+    }
+}
+
+dispatch! {
+    fn kl_grad_rows(student: &[f32], teacher: &[f32], vocab: usize, tau: f32, g: &[f32], out: &mut [f32]) {
+        let inv_tau = 1.0 / tau;
+        let rows = student.chunks_exact(vocab).zip(teacher.chunks_exact(vocab));
+        for (((s, t), &g), o) in rows.zip(g).zip(out.chunks_exact_mut(vocab)) {
+            let (lse_s, lse_t) = (lse_scaled(s, inv_tau), lse_scaled(t, inv_tau));
+            let scale = tau * g;
+            for ((o, &a), &b) in o.iter_mut().zip(s).zip(t) {
+                *o = scale * (vec_exp::exp(a * inv_tau - lse_s) - vec_exp::exp(b * inv_tau - lse_t));
+            }
+        }
+    }
+}
+
+/// `(student, teacher)` as contiguous f32 slices of `[n, width]`, or an error naming `op`.
+fn pair<'a>(
+    op: &str,
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+) -> Result<(&'a [f32], &'a [f32], usize, usize)> {
+    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
+        candle_core::bail!("{op}: needs f32 inputs, got {:?} and {:?}", s1.dtype(), s2.dtype())
+    };
+    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+    else {
+        candle_core::bail!("{op}: inputs must be contiguous")
+    };
+    let (n, width) = (l1.dims()[0], l1.dims()[1]);
+    Ok((&a[a0..a1], &b[b0..b1], n, width))
+}
+
+fn check_pair(op: &str, student: &Tensor, teacher: &Tensor) -> Result<()> {
+    student.dims2()?;
+    if student.shape() != teacher.shape() {
+        candle_core::bail!(
+            "{op}: student {:?} and teacher {:?} differ",
+            student.shape(),
+            teacher.shape()
+        )
+    }
+    Ok(())
+}
+
+/// Whether the fused CPU path applies; other devices and dtypes take the composed definition.
+fn fused(student: &Tensor, teacher: &Tensor) -> bool {
+    student.device().is_cpu() && student.dtype() == DType::F32 && teacher.dtype() == DType::F32
+}
+
+struct KlDiv {
+    tau: f32,
+}
+
+impl candle_core::CustomOp2 for KlDiv {
+    fn name(&self) -> &'static str {
+        "kl-div"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (student, teacher, n, vocab) = pair(self.name(), s1, l1, s2, l2)?;
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(ROWS).enumerate().for_each(|(k, o)| {
+            let rows = k * ROWS * vocab..(k * ROWS + o.len()) * vocab;
+            kl_rows(&student[rows.clone()], &teacher[rows], vocab, self.tau, o)
+        });
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = student.apply_op3_no_bwd(
+            teacher,
+            &grad_res.contiguous()?,
+            &KlGrad { tau: self.tau },
+        )?;
+        Ok((Some(grad), None))
+    }
+}
+
+/// `∂ kl_div / ∂ student`, given the gradient of each row's loss.
+struct KlGrad {
+    tau: f32,
+}
+
+impl candle_core::CustomOp3 for KlGrad {
+    fn name(&self) -> &'static str {
+        "kl-div-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (student, teacher, n, vocab) = pair(self.name(), s1, l1, s2, l2)?;
+        let (CpuStorage::F32(g), Some((g0, g1))) = (s3, l3.contiguous_offsets()) else {
+            candle_core::bail!("kl-div-grad: the row gradient must be contiguous f32")
+        };
+        let g = &g[g0..g1];
+        let mut out = vec![0f32; n * vocab];
+        out.par_chunks_mut(ROWS * vocab).enumerate().for_each(|(k, o)| {
+            let (r0, r1) = (k * ROWS, k * ROWS + o.len() / vocab);
+            let rows = r0 * vocab..r1 * vocab;
+            kl_grad_rows(&student[rows.clone()], &teacher[rows], vocab, self.tau, &g[r0..r1], o)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ))` per row, `[n]`, for logits `[n, V]`; the
+/// gradient flows to `student` only.
+pub fn kl_div(student: &Tensor, teacher: &Tensor, tau: f64) -> Result<Tensor> {
+    check_pair("kl-div", student, teacher)?;
+    if !(tau > 0.0 && tau.is_finite()) {
+        candle_core::bail!("kl-div: the temperature must be positive and finite, got {tau}")
+    }
+    if fused(student, teacher) {
+        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, KlDiv { tau: tau as f32 })
+    } else {
+        kl_div_slow(student, &teacher.detach(), tau)
+    }
+}
+
+/// The composed definition (differentiable), as PyTorch's `kl_div(log_target=True)` computes it.
+pub fn kl_div_slow(student: &Tensor, teacher: &Tensor, tau: f64) -> Result<Tensor> {
+    let log_p_s = candle_nn_free::log_softmax(&(student / tau)?)?;
+    let log_p_t = candle_nn_free::log_softmax(&(teacher / tau)?)?;
+    let kl = (log_p_t.exp()? * (log_p_t - log_p_s)?)?.sum(D::Minus1)?;
+    kl * (tau * tau)
+}
+
+/// Differentiable log-softmax from candle-core ops (candle-nn's is the same composition; this crate
+/// depends on candle-core only).
+mod candle_nn_free {
+    use candle_core::{Result, Tensor, D};
+
+    pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+        let m = x.max_keepdim(D::Minus1)?.detach();
+        let shifted = x.broadcast_sub(&m)?;
+        let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        shifted.broadcast_sub(&lse)
+    }
+}
+
+dispatch! {
+    fn mse_rows(student: &[f32], teacher: &[f32], width: usize, out: &mut [f32]) {
+        for ((s, t), o) in student.chunks_exact(width).zip(teacher.chunks_exact(width)).zip(out) {
+            let (mut diff, mut norm) = (0f64, 0f64);
+            for (&a, &b) in s.iter().zip(t) {
+                diff += ((a - b) * (a - b)) as f64;
+                norm += (b * b) as f64;
+            }
+            *o = (diff / norm.max(MIN_TEACHER_NORM_SQ as f64)) as f32;
+        }
+    }
+}
+
+struct HiddenMse;
+
+impl candle_core::CustomOp2 for HiddenMse {
+    fn name(&self) -> &'static str {
+        "hidden-mse"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (student, teacher, n, width) = pair(self.name(), s1, l1, s2, l2)?;
+        let mut out = vec![0f32; n];
+        const MSE_ROWS: usize = 64;
+        out.par_chunks_mut(MSE_ROWS).enumerate().for_each(|(k, o)| {
+            let rows = k * MSE_ROWS * width..(k * MSE_ROWS + o.len()) * width;
+            mse_rows(&student[rows.clone()], &teacher[rows], width, o)
+        });
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // d/ds ‖s − t‖²/‖t‖² = 2(s − t)/‖t‖²: [n, d] work, composed from candle ops.
+        let norm = teacher.sqr()?.sum_keepdim(D::Minus1)?.clamp(MIN_TEACHER_NORM_SQ, f32::MAX)?;
+        let scale = (grad_res.unsqueeze(1)? * 2.0)?.div(&norm)?;
+        let grad = (student - teacher)?.broadcast_mul(&scale)?;
+        Ok((Some(grad), None))
+    }
+}
+
+/// `‖s − t‖² / ‖t‖²` per row, `[n]`, for hidden states `[n, d]`; the gradient flows to `student`
+/// only.
+pub fn hidden_mse(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+    check_pair("hidden-mse", student, teacher)?;
+    if fused(student, teacher) {
+        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, HiddenMse)
+    } else {
+        hidden_mse_slow(student, &teacher.detach())
+    }
+}
+
+/// The composed definition (differentiable).
+pub fn hidden_mse_slow(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+    let diff = (student - teacher)?.sqr()?.sum(D::Minus1)?;
+    let norm = teacher.sqr()?.sum(D::Minus1)?.clamp(MIN_TEACHER_NORM_SQ, f32::MAX)?;
+    diff / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Uniform values in `[-scale, scale)` from a seeded splitmix64 stream (candle cannot seed
+    /// its CPU generator).
+    fn logits(n: usize, vocab: usize, scale: f32, seed: u64) -> Tensor {
+        let mut state = seed;
+        let values: Vec<f32> = (0..n * vocab)
+            .map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect();
+        Tensor::from_vec(values, (n, vocab), &Device::Cpu).unwrap()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], rel: f32, abs: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= rel * w.abs() + abs, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// Value and gradient of `Σ_rows w_r·loss_r` through `f`, with row weights `w` so that the
+    /// row gradient `g` is not all ones.
+    fn value_and_grad(
+        f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        student: &Tensor,
+        teacher: &Tensor,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let var = Var::from_tensor(student).unwrap();
+        let rows = f(var.as_tensor(), teacher).unwrap();
+        let n = rows.dim(0).unwrap();
+        let w: Vec<f32> = (0..n).map(|r| 0.5 + r as f32).collect();
+        let total =
+            (rows.clone() * Tensor::new(w, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
+        let grads = total.backward().unwrap();
+        let g = grads.get(var.as_tensor()).expect("a gradient for the student");
+        (rows.to_vec1().unwrap(), g.flatten_all().unwrap().to_vec1().unwrap())
+    }
+
+    #[test]
+    fn kl_matches_composed_definition_value_and_gradient() {
+        for (n, vocab, tau) in [(1, 1, 1.0), (3, 17, 1.0), (9, 1000, 2.0), (5, 4099, 0.5)] {
+            let s = logits(n, vocab, 4.0, 1);
+            let t = logits(n, vocab, 4.0, 2);
+            let (v_fast, g_fast) = value_and_grad(|s, t| kl_div(s, t, tau), &s, &t);
+            let (v_slow, g_slow) = value_and_grad(|s, t| kl_div_slow(s, t, tau), &s, &t);
+            assert_close(&v_fast, &v_slow, 1e-5, 1e-6, &format!("kl n{n} V{vocab} τ{tau}"));
+            assert_close(&g_fast, &g_slow, 1e-4, 1e-7, &format!("kl grad n{n} V{vocab} τ{tau}"));
+        }
+    }
+
+    #[test]
+    fn kl_of_equal_logits_is_zero_with_zero_gradient() {
+        let s = logits(4, 300, 5.0, 3);
+        let (v, g) = value_and_grad(|s, t| kl_div(s, t, 1.0), &s, &s.copy().unwrap());
+        assert!(v.iter().all(|&x| x.abs() < 1e-5), "{v:?}");
+        assert!(g.iter().all(|&x| x.abs() < 1e-6));
+    }
+
+    #[test]
+    fn teacher_gets_no_gradient() {
+        let s = Var::from_tensor(&logits(2, 50, 1.0, 4)).unwrap();
+        let t = Var::from_tensor(&logits(2, 50, 1.0, 5)).unwrap();
+        let loss = (kl_div(s.as_tensor(), t.as_tensor(), 1.0).unwrap().sum_all().unwrap()
+            + hidden_mse(s.as_tensor(), t.as_tensor()).unwrap().sum_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(s.as_tensor()).is_some());
+        assert!(grads.get(t.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn mse_matches_composed_definition_value_and_gradient() {
+        for (n, d) in [(1, 1), (7, 33), (130, 576)] {
+            let s = logits(n, d, 1.0, 6);
+            let t = logits(n, d, 3.0, 7);
+            let (v_fast, g_fast) = value_and_grad(hidden_mse, &s, &t);
+            let (v_slow, g_slow) = value_and_grad(hidden_mse_slow, &s, &t);
+            assert_close(&v_fast, &v_slow, 1e-5, 1e-7, &format!("mse n{n} d{d}"));
+            assert_close(&g_fast, &g_slow, 1e-5, 1e-7, &format!("mse grad n{n} d{d}"));
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes_and_bad_temperatures() {
+        let (a, b) = (logits(2, 5, 1.0, 8), logits(2, 6, 1.0, 9));
+        assert!(kl_div(&a, &b, 1.0).unwrap_err().to_string().contains("differ"));
+        assert!(hidden_mse(&a, &b).unwrap_err().to_string().contains("differ"));
+        assert!(kl_div(&a, &a, 0.0).unwrap_err().to_string().contains("temperature"));
+    }
+}

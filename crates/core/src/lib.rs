@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod calib;
 pub mod compare;
 pub mod context;
+pub mod distill;
 pub mod error;
 pub mod eval;
 #[doc(hidden)]

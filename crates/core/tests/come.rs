@@ -10,7 +10,7 @@ use layerfold_core::calib::{
 };
 use layerfold_core::methods::concat::{concat_layers, kept_query_heads, GqaLayout, MergePlan};
 use layerfold_core::methods::{prune, PruneRequest, PruneSummary, Target};
-use layerfold_core::model::decoder::{DecoderLayer, NoObserver, RmsNorm, TokenBatch};
+use layerfold_core::model::decoder::{DecoderLayer, Mode, NoObserver, RmsNorm, TokenBatch};
 use layerfold_core::model::origin::Origin;
 use layerfold_core::score::channel_sensitivity::ChannelActivity;
 use layerfold_core::{Model, RunContext};
@@ -76,12 +76,13 @@ fn merged_layer_with_every_channel_is_two_layers_side_by_side() {
         let norm_post = mean_norm(&a.post_attention_layernorm, &b.post_attention_layernorm);
         let u = norm_in.forward(&x).unwrap();
         let attn = |l: &DecoderLayer| {
-            l.self_attn.o_proj.forward(&l.self_attn.attend(&u, &ctx.rope, None).unwrap()).unwrap()
+            l.self_attn.o_proj.forward(&l.self_attn.attend(&u, &ctx).unwrap()).unwrap()
         };
         let y = ((&x + attn(a)).unwrap() + attn(b)).unwrap();
         let v = norm_post.forward(&y).unwrap();
-        let ffn =
-            |l: &DecoderLayer| l.mlp.down_proj.forward(&l.mlp.activation(&v).unwrap()).unwrap();
+        let ffn = |l: &DecoderLayer| {
+            l.mlp.down_proj.forward(&l.mlp.activation(&v, Mode::Infer).unwrap()).unwrap()
+        };
         let want = ((&y + ffn(a)).unwrap() + ffn(b)).unwrap();
         let err = max_abs(&got, &want);
         let scale =
@@ -117,8 +118,8 @@ fn gqa_heads_still_read_their_kv_heads() {
     let u = RmsNorm { weight: merged.input_layernorm.weight.clone(), eps: a.input_layernorm.eps }
         .forward(&x)
         .unwrap();
-    let out = merged.self_attn.attend(&u, &ctx.rope, None).unwrap();
-    let heads = |l: &DecoderLayer| l.self_attn.attend(&u, &ctx.rope, None).unwrap();
+    let out = merged.self_attn.attend(&u, &ctx).unwrap();
+    let heads = |l: &DecoderLayer| l.self_attn.attend(&u, &ctx).unwrap();
     let (oa, ob) = (heads(a), heads(b));
     // New head order: a's group 1 (heads 3, 4, 5), then b's groups 0 and 2 (heads 0, 1, 2, 6, 7, 8).
     let sources: Vec<(&Tensor, usize)> = [3, 4, 5]

@@ -95,7 +95,19 @@ pub fn causal_softmax_(scores: &Tensor, q_start: usize, window: Option<usize>) -
     scores.inplace_op1(&CausalSoftmax { q_start, window })
 }
 
-/// The composed definition: add a −∞ mask, subtract the row maximum, exponentiate, normalise.
+/// The masked softmax of `scores` (`[.., q_len, end]`, f32) for queries starting at position
+/// `q_start`: in place on the CPU, the composed definition elsewhere. No backward pass: training
+/// uses [`causal_softmax_slow`].
+pub fn causal_softmax(scores: Tensor, q_start: usize, window: Option<usize>) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.is_contiguous() {
+        causal_softmax_(&scores, q_start, window)?;
+        Ok(scores)
+    } else {
+        causal_softmax_slow(&scores, q_start, window)
+    }
+}
+
+/// The composed definition (differentiable): add a −∞ mask, subtract the row maximum, exponentiate, normalise.
 pub fn causal_softmax_slow(
     scores: &Tensor,
     q_start: usize,
@@ -112,7 +124,8 @@ pub fn causal_softmax_slow(
         .collect();
     let mask = Tensor::from_vec(mask, (q_len, end), scores.device())?;
     let x = scores.broadcast_add(&mask)?;
-    let x = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
+    // The shift only guards exp's range: no gradient flows through it.
+    let x = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
     x.broadcast_div(&x.sum_keepdim(D::Minus1)?)
 }
 

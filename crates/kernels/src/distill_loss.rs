@@ -152,12 +152,7 @@ impl candle_core::CustomOp2 for KlDiv {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = student.apply_op3_no_bwd(
-            teacher,
-            &grad_res.contiguous()?,
-            &KlGrad { tau: self.tau },
-        )?;
-        Ok((Some(grad), None))
+        Ok((Some(kl_div_grad(student, teacher, grad_res, self.tau as f64)?), None))
     }
 }
 
@@ -206,6 +201,32 @@ pub fn kl_div(student: &Tensor, teacher: &Tensor, tau: f64) -> Result<Tensor> {
         student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, KlDiv { tau: tau as f32 })
     } else {
         kl_div_slow(student, &teacher.detach(), tau)
+    }
+}
+
+/// `∂/∂student` of `Σ_r g_r·kl_div(student, teacher, τ)_r`: `τ·g_r·(softmax(z_S/τ) − softmax(z_T/τ))`,
+/// `[n, V]`. Callers that chunk the LM head over positions take the logits' gradient from here
+/// and never keep a chunk's logits for the backward pass.
+pub fn kl_div_grad(
+    student: &Tensor,
+    teacher: &Tensor,
+    row_grad: &Tensor,
+    tau: f64,
+) -> Result<Tensor> {
+    check_pair("kl-div-grad", student, teacher)?;
+    if row_grad.dims1()? != student.dim(0)? {
+        candle_core::bail!(
+            "kl-div-grad: {} row gradients for {} rows",
+            row_grad.dims1()?,
+            student.dim(0)?
+        )
+    }
+    if fused(student, teacher) && row_grad.dtype() == DType::F32 {
+        let (s, t) = (student.detach().contiguous()?, teacher.detach().contiguous()?);
+        s.apply_op3_no_bwd(&t, &row_grad.detach().contiguous()?, &KlGrad { tau: tau as f32 })
+    } else {
+        let p = |z: &Tensor| candle_nn_free::log_softmax(&(z.detach() / tau)?)?.exp();
+        (p(student)? - p(teacher)?)?.broadcast_mul(&(row_grad.detach() * tau)?.unsqueeze(1)?)
     }
 }
 
@@ -357,6 +378,20 @@ mod tests {
             assert_close(&v_fast, &v_slow, 1e-5, 1e-6, &format!("kl n{n} V{vocab} τ{tau}"));
             assert_close(&g_fast, &g_slow, 1e-4, 1e-7, &format!("kl grad n{n} V{vocab} τ{tau}"));
         }
+    }
+
+    #[test]
+    fn kl_grad_on_other_dtypes_takes_the_composed_path() {
+        let (s, t) = (logits(3, 40, 3.0, 10), logits(3, 40, 3.0, 11));
+        let g = Tensor::new(&[1f32, -2.0, 0.5], &Device::Cpu).unwrap();
+        let fast = kl_div_grad(&s, &t, &g, 2.0).unwrap();
+        let f64_ = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+        let slow = kl_div_grad(&f64_(&s), &f64_(&t), &f64_(&g), 2.0).unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            fast.flatten_all().unwrap().to_vec1().unwrap(),
+            slow.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_close(&a, &b, 1e-4, 1e-7, "kl grad f32 vs f64");
     }
 
     #[test]

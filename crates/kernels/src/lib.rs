@@ -9,7 +9,7 @@ pub mod swiglu;
 pub mod token_nll;
 mod vec_exp;
 
-pub use causal_softmax::{causal_softmax_, causal_softmax_slow};
-pub use distill_loss::{hidden_mse, hidden_mse_slow, kl_div, kl_div_slow};
+pub use causal_softmax::{causal_softmax, causal_softmax_, causal_softmax_slow};
+pub use distill_loss::{hidden_mse, hidden_mse_slow, kl_div, kl_div_grad, kl_div_slow};
 pub use swiglu::{swiglu, swiglu_slow};
 pub use token_nll::{token_nll, token_nll_slow};

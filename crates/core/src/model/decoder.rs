@@ -53,6 +53,54 @@ impl Module for Linear {
     }
 }
 
+/// Whether a pass trains. The fused ops (candle's RMSNorm and RoPE, this project's causal softmax
+/// and SwiGLU) have no backward pass, and candle drops their gradients silently; training runs
+/// their composed, differentiable definitions instead. This is the one place that chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Infer,
+    Train,
+}
+
+impl Mode {
+    pub fn rms_norm(self, norm: &RmsNorm, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Mode::Infer => norm.forward(x)?,
+            Mode::Train => candle_nn::ops::rms_norm_slow(x, &norm.weight, norm.eps as f32)?,
+        })
+    }
+
+    /// RoPE (rotate-half) of `x`, `[b, heads, s, d_h]` contiguous, with tables `[s, d_h/2]`.
+    pub fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Mode::Infer => candle_nn::rotary_emb::rope(x, cos, sin)?,
+            Mode::Train => candle_nn::rotary_emb::rope_slow(x, cos, sin)?,
+        })
+    }
+
+    /// The masked softmax of attention scores (f32) for queries from position `q_start`.
+    pub fn causal_softmax(
+        self,
+        scores: Tensor,
+        q_start: usize,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        Ok(match self {
+            Mode::Infer => layerfold_kernels::causal_softmax(scores, q_start, window)?,
+            Mode::Train => layerfold_kernels::causal_softmax_slow(&scores, q_start, window)?,
+        })
+    }
+
+    /// `silu(gate) ⊙ up`.
+    pub fn swiglu(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Mode::Infer => layerfold_kernels::swiglu(gate, up)?,
+            Mode::Train => layerfold_kernels::swiglu_slow(gate, up)?,
+        })
+    }
+}
+
 /// RMSNorm over the last dimension (transformers `LlamaRMSNorm`).
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -101,11 +149,12 @@ impl Attention {
     }
 
     /// `x`: `[b, s, d]` (already normalised). Returns the input of `o_proj`, `[b, s, n_q·d_h]`.
-    pub fn attend(&self, x: &Tensor, rope: &Rope, sliding_window: Option<usize>) -> Result<Tensor> {
+    pub fn attend(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let (cos, sin) = rope.at(0, s)?;
-        let (q, kv) = self.project(x, &cos, &sin)?;
-        let out = causal_attention(&q, &kv.k, &kv.v, 0, self.group(), sliding_window)?;
+        let (cos, sin) = ctx.rope.at(0, s)?;
+        let (q, kv) = self.project(x, &cos, &sin, ctx.mode)?;
+        let out =
+            causal_attention(&q, &kv.k, &kv.v, 0, self.group(), ctx.sliding_window, ctx.mode)?;
         Ok(out.transpose(1, 2)?.reshape((b, s, ()))?)
     }
 
@@ -116,18 +165,19 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
+        mode: Mode,
     ) -> Result<(Tensor, KeyValues)> {
         let (b, s, _) = x.dims3()?;
         let dh = self.head_dim;
         let heads = |proj: &Linear, norm: &Option<RmsNorm>| -> Result<Tensor> {
             let t = proj.forward(x)?.reshape((b, s, (), dh))?;
             let t = match norm {
-                Some(norm) => norm.forward(&t)?,
+                Some(norm) => mode.rms_norm(norm, &t)?,
                 None => t,
             };
             Ok(t.transpose(1, 2)?.contiguous()?)
         };
-        let rope = |t: Tensor| candle_nn::rotary_emb::rope(&t, cos, sin);
+        let rope = |t: Tensor| mode.rope(&t, cos, sin);
         let q = rope(heads(&self.q_proj, &self.q_norm)?)?;
         let kv = KeyValues {
             k: rope(heads(&self.k_proj, &self.k_norm)?)?,
@@ -147,6 +197,7 @@ pub(crate) fn causal_attention(
     offset: usize,
     group: usize,
     sliding_window: Option<usize>,
+    mode: Mode,
 ) -> Result<Tensor> {
     let (b, nq, s, dh) = q.dims4()?;
     let nkv = nq / group;
@@ -163,15 +214,7 @@ pub(crate) fn causal_attention(
         let v_blk = v.narrow(2, 0, keys)?;
         let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
         let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
-        // The fused CPU op masks implicitly and softmaxes in place (kernels/causal_softmax.rs);
-        // other devices use its composed definition.
-        let q_start = offset + start;
-        let probs = if scores.device().is_cpu() {
-            layerfold_kernels::causal_softmax_(&scores, q_start, sliding_window)?;
-            scores
-        } else {
-            layerfold_kernels::causal_softmax_slow(&scores, q_start, sliding_window)?
-        };
+        let probs = mode.causal_softmax(scores, offset + start, sliding_window)?;
         let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
         blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
     }
@@ -199,8 +242,8 @@ impl Mlp {
     }
 
     /// The input of `down_proj`: `silu(W_gate u) ⊙ W_up u`.
-    pub fn activation(&self, u: &Tensor) -> Result<Tensor> {
-        Ok(layerfold_kernels::swiglu(&self.gate_proj.forward(u)?, &self.up_proj.forward(u)?)?)
+    pub fn activation(&self, u: &Tensor, mode: Mode) -> Result<Tensor> {
+        mode.swiglu(&self.gate_proj.forward(u)?, &self.up_proj.forward(u)?)
     }
 }
 
@@ -222,12 +265,8 @@ impl DecoderLayer {
         ctx: &ForwardContext,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
-        let o = self.self_attn.attend(
-            &self.input_layernorm.forward(x)?,
-            &ctx.rope,
-            ctx.sliding_window,
-        )?;
-        self.after_attention(index, x, &o, &ctx.tokens, obs)
+        let o = self.self_attn.attend(&ctx.mode.rms_norm(&self.input_layernorm, x)?, ctx)?;
+        self.after_attention(index, x, &o, &ctx.tokens, ctx.mode, obs)
     }
 
     /// The rest of the layer once attention has given `o`, the input of `o_proj`.
@@ -237,13 +276,56 @@ impl DecoderLayer {
         x: &Tensor,
         o: &Tensor,
         tokens: &TokenMask,
+        mode: Mode,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
         obs.o_proj_input(index, o, tokens)?;
         let y = (x + self.self_attn.o_proj.forward(o)?)?;
-        let a = self.mlp.activation(&self.post_attention_layernorm.forward(&y)?)?;
+        let a = self.mlp.activation(&mode.rms_norm(&self.post_attention_layernorm, &y)?, mode)?;
         obs.down_proj_input(index, &a, tokens)?;
         Ok((y + self.mlp.down_proj.forward(&a)?)?)
+    }
+
+    /// The layer with each tensor replaced by `f(name, tensor)`, names as [`Self::named_tensors`].
+    pub fn try_map_tensors(
+        &self,
+        f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let mut linear = |name: &str, l: &Linear| -> Result<Linear> {
+            let weight = f(&format!("{name}.weight"), &l.weight)?;
+            let bias = l.bias.as_ref().map(|b| f(&format!("{name}.bias"), b)).transpose()?;
+            Ok(Linear { weight, bias })
+        };
+        let a = &self.self_attn;
+        let (q_proj, k_proj) =
+            (linear("self_attn.q_proj", &a.q_proj)?, linear("self_attn.k_proj", &a.k_proj)?);
+        let (v_proj, o_proj) =
+            (linear("self_attn.v_proj", &a.v_proj)?, linear("self_attn.o_proj", &a.o_proj)?);
+        let gate_proj = linear("mlp.gate_proj", &self.mlp.gate_proj)?;
+        let up_proj = linear("mlp.up_proj", &self.mlp.up_proj)?;
+        let down_proj = linear("mlp.down_proj", &self.mlp.down_proj)?;
+        let mut norm = |name: &str, n: &RmsNorm| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: f(name, &n.weight)?, eps: n.eps })
+        };
+        let q_norm = a.q_norm.as_ref().map(|n| norm("self_attn.q_norm.weight", n)).transpose()?;
+        let k_norm = a.k_norm.as_ref().map(|n| norm("self_attn.k_norm.weight", n)).transpose()?;
+        Ok(Self {
+            self_attn: Attention {
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_norm,
+                k_norm,
+                head_dim: a.head_dim,
+            },
+            mlp: Mlp { gate_proj, up_proj, down_proj },
+            input_layernorm: norm("input_layernorm.weight", &self.input_layernorm)?,
+            post_attention_layernorm: norm(
+                "post_attention_layernorm.weight",
+                &self.post_attention_layernorm,
+            )?,
+        })
     }
 
     /// Every tensor of the layer with its HF name relative to `model.layers.{i}.`.
@@ -393,6 +475,8 @@ pub struct ForwardContext {
     /// Keys further back than this are invisible (Mistral).
     pub sliding_window: Option<usize>,
     pub tokens: TokenMask,
+    /// Inference (fused ops) or training (differentiable ones).
+    pub mode: Mode,
 }
 
 /// Hooks into a forward pass. Each receives the state of one batch; observers keep running
@@ -523,6 +607,7 @@ impl CausalLm {
             rope: Rope::new(cfg, offset + s, self.dtype(), self.device())?,
             sliding_window: cfg.sliding_window,
             tokens: TokenMask::new(batch.lengths.clone(), s, self.device())?,
+            mode: Mode::Infer,
         })
     }
 
@@ -551,7 +636,7 @@ impl CausalLm {
             h = layer.forward(i, &h, ctx, obs)?;
         }
         obs.hidden_state(self.layers.len(), &h, &ctx.tokens)?;
-        let h_hat = self.norm.forward(&h)?;
+        let h_hat = ctx.mode.rms_norm(&self.norm, &h)?;
         obs.final_state(&h_hat, &ctx.tokens)?;
         Ok(h_hat)
     }

@@ -13,7 +13,7 @@ use candle_core::{Module, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::model::decoder::{
-    causal_attention, Attention, CausalLm, DecoderLayer, NoObserver, Rope, TokenMask,
+    causal_attention, Attention, CausalLm, DecoderLayer, Mode, NoObserver, Rope, TokenMask,
 };
 
 /// Sequences packed into one batch.
@@ -80,7 +80,7 @@ impl Attention {
     /// [`Attention::attend`] over a packing: `x` is `[N, d]`, the result `[N, n_q·d_h]`.
     fn attend_packed(&self, x: &Tensor, packing: &Packing) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let (q, kv) = self.project(&x.unsqueeze(0)?, &packing.cos, &packing.sin)?;
+        let (q, kv) = self.project(&x.unsqueeze(0)?, &packing.cos, &packing.sin, Mode::Infer)?;
         let mut out = Vec::with_capacity(packing.spans.len());
         for (span, past) in packing.spans.iter().zip(&packing.past) {
             if span.is_empty() {
@@ -97,7 +97,8 @@ impl Attention {
                 }
             };
             let q = own(&q)?.contiguous()?;
-            out.push(causal_attention(&q, &k, &v, offset, self.group(), packing.sliding_window)?);
+            let window = packing.sliding_window;
+            out.push(causal_attention(&q, &k, &v, offset, self.group(), window, Mode::Infer)?);
         }
         let out = Tensor::cat(&out, 2)?; // [1, n_q, N, d_h]
         Ok(out.squeeze(0)?.transpose(0, 1)?.reshape((n, ()))?)
@@ -110,7 +111,7 @@ impl DecoderLayer {
         let o = self.self_attn.attend_packed(&self.input_layernorm.forward(x)?, packing)?;
         // One row of N real tokens: observers are not fed from packed passes.
         let tokens = TokenMask { lengths: vec![x.dim(0)?], seq_len: x.dim(0)?, weights: None };
-        self.after_attention(index, x, &o, &tokens, &mut NoObserver)
+        self.after_attention(index, x, &o, &tokens, Mode::Infer, &mut NoObserver)
     }
 }
 

@@ -1,0 +1,150 @@
+//! The distillation loss of METHODS.md §3.5 for one batch:
+//! `α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ))` (mean over positions)
+//! `+ β·Σ_k ‖h^S_{k+1} − h^T_{e(k)+1}‖² / ‖h^T_{e(k)+1}‖²` (mean over positions), where `e(k)` is
+//! the last original layer of student layer `k`'s group in the merge record.
+//!
+//! The logits never exist for the whole batch: the LM head runs chunk by chunk on a detached copy
+//! of the student's final state, each chunk's KL gradient (kernels' `kl_div_grad`) is taken back
+//! through the head at once, and the graph sees only `Σ ĥ_S ⊙ ∂loss/∂ĥ_S`, whose gradient is the
+//! KL's. The teacher runs without a graph.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::eval::nll::LOGIT_ROWS;
+use crate::model::config::Config;
+use crate::model::decoder::{CausalLm, Mode, Observer, TokenBatch, TokenMask};
+
+/// The weights of the two terms and the temperature.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LossWeights {
+    pub alpha: f64,
+    pub beta: f64,
+    pub temperature: f64,
+}
+
+/// One batch's loss and its two terms, per position.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct LossParts {
+    pub loss: f64,
+    /// `τ²·KL`, mean over positions.
+    pub kl: f64,
+    /// The sum over student layers of the normalised hidden-state MSE, each a mean over positions.
+    pub mse: f64,
+}
+
+/// Keeps the hidden states `h_i` of the wanted `i`.
+struct States {
+    wanted: Vec<usize>,
+    got: Vec<Option<Tensor>>,
+}
+
+impl States {
+    fn new(wanted: Vec<usize>) -> Self {
+        let got = vec![None; wanted.len()];
+        Self { wanted, got }
+    }
+
+    /// The kept states as `[n, d]` rows, in the order they were asked for.
+    fn rows(self) -> Result<Vec<Tensor>> {
+        self.got
+            .into_iter()
+            .zip(self.wanted)
+            .map(|(h, i)| {
+                let h = h.ok_or_else(|| Error::Internal(format!("no hidden state h_{i}")))?;
+                Ok(h.flatten_to(1)?)
+            })
+            .collect()
+    }
+}
+
+impl Observer for States {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, _tokens: &TokenMask) -> Result<()> {
+        for (k, &w) in self.wanted.iter().enumerate() {
+            if w == i {
+                self.got[k] = Some(h.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_layer_internals(&self) -> bool {
+        false
+    }
+}
+
+/// What the teacher gives for one batch: its final state and its states at the ends of the
+/// student's groups, `[n, d]` each, without a graph.
+pub struct TeacherTargets {
+    final_state: Tensor,
+    states: Vec<Tensor>,
+}
+
+/// Student layer `k`'s group ends at original layer `ends[k]`: the teacher's `h_{ends[k]+1}`.
+pub fn teacher_targets(
+    teacher: &CausalLm,
+    cfg: &Config,
+    batch: &TokenBatch,
+    ends: &[usize],
+    check: &dyn Fn() -> Result<()>,
+) -> Result<TeacherTargets> {
+    let mut states = States::new(ends.iter().map(|e| e + 1).collect());
+    let h_hat = teacher.forward(cfg, batch, &mut states, check)?;
+    Ok(TeacherTargets { final_state: h_hat.flatten_to(1)?.detach(), states: states.rows()? })
+}
+
+/// The loss of `batch` (no padding) and the gradient of every variable of `student`.
+pub fn loss_and_grads(
+    student: &CausalLm,
+    teacher: &CausalLm,
+    cfg: &Config,
+    batch: &TokenBatch,
+    targets: &TeacherTargets,
+    w: LossWeights,
+    check: &dyn Fn() -> Result<()>,
+) -> Result<(LossParts, GradStore)> {
+    if batch.lengths.iter().any(|&l| l != batch.seq_len()) {
+        return Err(Error::Internal("distillation batches are not padded".into()));
+    }
+    let mut ctx = student.context(cfg, batch)?;
+    ctx.mode = Mode::Train;
+    let layers = student.layers.len();
+    let mut states = States::new(if w.beta > 0.0 { (1..=layers).collect() } else { vec![] });
+    let h_hat = student.forward_from(0, student.embed(batch)?, &ctx, &mut states, check)?;
+    let h_hat = h_hat.flatten_to(1)?;
+    let n = h_hat.dim(0)?;
+
+    // KL, chunk by chunk over positions, its gradient taken back through the LM head.
+    let detached = h_hat.detach();
+    let head = student.lm_head_weight();
+    let (mut kl_sum, mut grad_h) = (0f64, Vec::with_capacity(n.div_ceil(LOGIT_ROWS)));
+    for start in (0..n).step_by(LOGIT_ROWS) {
+        let len = LOGIT_ROWS.min(n - start);
+        let z_s = student.logits(&detached.narrow(0, start, len)?)?;
+        let z_t = teacher.logits(&targets.final_state.narrow(0, start, len)?)?;
+        let rows = layerfold_kernels::kl_div(&z_s, &z_t, w.temperature)?;
+        kl_sum += rows.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let g = Tensor::full((w.alpha / n as f64) as f32, len, z_s.device())?;
+        let g_z = layerfold_kernels::kl_div_grad(&z_s, &z_t, &g, w.temperature)?;
+        grad_h.push(g_z.to_dtype(head.dtype())?.matmul(head)?);
+    }
+    let mut surrogate = (&h_hat * Tensor::cat(&grad_h, 0)?)?.sum_all()?;
+
+    // The hidden-state terms, in the graph.
+    let mut mse = 0f64;
+    for (s, t) in states.rows()?.iter().zip(&targets.states) {
+        let rows =
+            layerfold_kernels::hidden_mse(&s.to_dtype(DType::F32)?, &t.to_dtype(DType::F32)?)?;
+        let sum = rows.sum_all()?;
+        mse += sum.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64;
+        surrogate = (surrogate + (sum * (w.beta / n as f64))?)?;
+    }
+    let kl = kl_sum / n as f64;
+    let grads = surrogate.backward()?;
+    Ok((LossParts { loss: w.alpha * kl + w.beta * mse, kl, mse }, grads))
+}

@@ -11,10 +11,12 @@ use layerfold_core::calib::{
 };
 use layerfold_core::distill::loss::{loss_and_grads, teacher_targets, LossWeights};
 use layerfold_core::distill::trainable::Student;
-use layerfold_core::distill::{distill, DistillOptions, Trainable};
+use layerfold_core::distill::{distill, run, DistillOptions, DistillRequest, Trainable};
 use layerfold_core::methods::{prune, PruneRequest, Target};
 use layerfold_core::model::decoder::{CausalLm, RmsNorm, TokenBatch};
 use layerfold_core::{Model, RunContext};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 fn teacher_and_student() -> (Model, Model) {
     let teacher = load(&shared("models/stories260K"));
@@ -96,8 +98,10 @@ fn every_trained_tensor_gets_a_nonzero_gradient() {
     }
 }
 
-/// Directional derivatives: for a random direction `u` over one whole tensor,
-/// `(L(θ + εu) − L(θ − εu)) / 2ε` against `⟨∇L, u⟩`, within 2% (f32 arithmetic).
+/// Directional derivatives: for a seeded random direction `u` over one whole tensor,
+/// `(L(θ + εu) − L(θ − εu)) / 2ε` against `⟨∇L, u⟩`, within 1%. The step makes the loss move by
+/// about 3e-4 of itself, far above f32 rounding of the loss and small enough to stay linear
+/// (measured: worst 2.3e-3, v_proj; 1.5e-2 at a step of 1e-3).
 #[test]
 fn gradient_agrees_with_central_differences() {
     let (teacher, student) = teacher_and_student();
@@ -107,7 +111,7 @@ fn gradient_agrees_with_central_differences() {
     let check = || Ok(());
     let targets =
         teacher_targets(&teacher.lm, &teacher.config, &batch, &ends(&student), &check).unwrap();
-    let (_, grads) =
+    let (parts, grads) =
         loss_and_grads(&s.lm, &teacher.lm, &student.config, &batch, &targets, WEIGHTS, &check)
             .unwrap();
     let merged = student.origins.iter().position(|o| o.is_merged()).unwrap();
@@ -123,17 +127,20 @@ fn gradient_agrees_with_central_differences() {
         "model.norm.weight".to_string(),
     ];
     let frozen = student.lm.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
     for name in &sampled {
         let var: &Var = &s.vars.iter().find(|(n, _)| n == name).unwrap().1;
         let theta = var.as_tensor().detach();
-        let u = Tensor::randn(0f32, 1.0, theta.shape(), theta.device()).unwrap();
+        let values: Vec<f32> =
+            (0..theta.elem_count()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let u = Tensor::from_vec(values, theta.shape(), theta.device()).unwrap();
         let analytic = (grads.get(var.as_tensor()).unwrap() * &u)
             .unwrap()
             .sum_all()
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;
-        let eps = 1e-3 * norm(&theta).max(1.0) / norm(&u);
+        let eps = (3e-4 * parts.loss / analytic.abs()).min(0.05 * norm(&theta).max(1.0) / norm(&u));
         let shifted = |sign: f64| -> CausalLm {
             let moved = (&theta + (&u * (sign * eps)).unwrap()).unwrap();
             replace(&frozen, name, &moved)
@@ -141,8 +148,11 @@ fn gradient_agrees_with_central_differences() {
         let numeric = (loss_of(&shifted(1.0), &teacher, &student, &batch)
             - loss_of(&shifted(-1.0), &teacher, &student, &batch))
             / (2.0 * eps);
-        let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
-        assert!(err < 0.02, "{name}: analytic {analytic:.6e}, finite differences {numeric:.6e}");
+        let err = (analytic - numeric).abs() / numeric.abs().max(1e-6);
+        assert!(err < 0.01, "{name}: analytic {analytic:.6e}, finite differences {numeric:.6e}");
+        println!(
+            "{name}: analytic {analytic:.6e}, finite differences {numeric:.6e}, rel {err:.1e}"
+        );
     }
 }
 
@@ -218,4 +228,37 @@ fn bad_options_are_config_errors() {
         .unwrap_err();
     assert_eq!(err.code(), "E_CONFIG");
     assert!(err.to_string().contains("merge record"), "{err}");
+}
+
+/// A pruned model saved and loaded back keeps its merge record (from `layerfold.json`), so it can
+/// be distilled later; `run` cuts the training text and records the run in the provenance.
+#[test]
+fn a_saved_pruned_model_distills_with_its_record() {
+    let (teacher, student) = teacher_and_student();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("come");
+    layerfold_core::model::save::save(&student, &out, &Default::default(), &RunContext::new())
+        .unwrap();
+    let loaded = load(&out);
+    assert_eq!(loaded.origins, student.origins);
+    let req = DistillRequest {
+        steps: Some(3),
+        data: CalibrationConfig { seq_len: Some(32), n_samples: Some(4), ..calibration(4) },
+        ..Default::default()
+    };
+    let trained = run(&loaded, &teacher, &req, &RunContext::new()).unwrap();
+    let p = trained.provenance.as_ref().unwrap();
+    assert_eq!(p["method"], "come");
+    assert_eq!(p["distill"]["report"]["curve"].as_array().unwrap().len(), 3);
+    assert_eq!(p["distill"]["data"]["seqLen"], 32);
+    assert_eq!(p["distill"]["options"]["warmupSteps"], 0);
+    // A record that does not match the folder's layers is a format error naming the file.
+    let doc = std::fs::read_to_string(out.join("layerfold.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    v["record"] = serde_json::json!([0, 1]);
+    std::fs::write(out.join("layerfold.json"), v.to_string()).unwrap();
+    let err =
+        layerfold_core::Model::load(&out, &Default::default(), &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_MODEL_FORMAT");
+    assert!(err.to_string().contains("layerfold.json"), "{err}");
 }

@@ -12,8 +12,9 @@ use candle_core::backprop::GradStore;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::calib::{CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet};
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::decoder::TokenBatch;
@@ -24,7 +25,8 @@ use trainable::Student;
 pub use trainable::Trainable;
 
 /// A distillation run. Every field is set; [`Default`] gives the project's defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DistillOptions {
     /// Optimizer steps.
     pub steps: usize,
@@ -242,7 +244,88 @@ fn validate(
         });
     };
     if first.len() < 2 || windows.iter().any(|w| w.len() != first.len()) {
-        return Err(Error::Internal("training windows must share one length of at least 2".into()));
+        return Err(Error::config(
+            "data",
+            "training windows must share one length of at least 2 tokens: cut them `chunked` or \
+             `sampled`",
+        ));
     }
     Ok(ends)
+}
+
+/// The training text's defaults **(ours)**: 64 chunked windows of 256 tokens.
+pub const DATA_DEFAULTS: CalibrationDefaults =
+    CalibrationDefaults { kind: CalibrationKind::Chunked, seq_len: Some(256), n_samples: 64 };
+
+/// A distillation request as the bindings send it (JSON): unset fields take [`DistillOptions`]'
+/// defaults, the warm-up 10% of the steps.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DistillRequest {
+    pub steps: Option<usize>,
+    pub lr: Option<f64>,
+    pub warmup_steps: Option<usize>,
+    pub weight_decay: Option<f64>,
+    pub max_grad_norm: Option<f64>,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    pub temperature: Option<f64>,
+    pub batch_size: Option<usize>,
+    pub accumulation: Option<usize>,
+    pub trainable: Option<Trainable>,
+    pub seed: Option<u64>,
+    /// The training text, cut into windows ([`DATA_DEFAULTS`]).
+    #[serde(default)]
+    pub data: CalibrationConfig,
+}
+
+impl DistillRequest {
+    pub fn options(&self) -> DistillOptions {
+        let d = DistillOptions::default();
+        let steps = self.steps.unwrap_or(d.steps);
+        DistillOptions {
+            steps,
+            lr: self.lr.unwrap_or(d.lr),
+            warmup_steps: self.warmup_steps.unwrap_or(steps / 10),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+            max_grad_norm: self.max_grad_norm.unwrap_or(d.max_grad_norm),
+            loss: LossWeights {
+                alpha: self.alpha.unwrap_or(d.loss.alpha),
+                beta: self.beta.unwrap_or(d.loss.beta),
+                temperature: self.temperature.unwrap_or(d.loss.temperature),
+            },
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            accumulation: self.accumulation.unwrap_or(d.accumulation),
+            trainable: self.trainable.unwrap_or(d.trainable),
+            seed: self.seed.unwrap_or(d.seed),
+        }
+    }
+}
+
+/// [`distill`] on the windows of `req.data`; the result's provenance (`layerfold.json`) keeps the
+/// student's own and adds `distill`: the teacher, the training text, the options and the report.
+pub fn run(
+    student: &Model,
+    teacher: &Model,
+    req: &DistillRequest,
+    ctx: &RunContext,
+) -> Result<Model> {
+    let opts = req.options();
+    let max_len = student.config.max_position_embeddings;
+    let set = CalibrationSet::build(&student.tokenizer, max_len, &req.data, DATA_DEFAULTS)?;
+    let (mut model, report) = distill(student, teacher, &set.samples, &opts, ctx)?;
+    let mut provenance = student.provenance.clone().unwrap_or_else(|| serde_json::json!({}));
+    provenance["distill"] = serde_json::json!({
+        "teacher": teacher.path.display().to_string(),
+        "data": set.summary,
+        "warnings": set.warnings,
+        "options": opts,
+        "report": report,
+    });
+    model.provenance = Some(provenance);
+    model.inputs.extend(teacher.inputs.iter().cloned());
+    if let Some(file) = &req.data.file {
+        model.inputs.push(file.clone());
+    }
+    Ok(model)
 }

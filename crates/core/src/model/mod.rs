@@ -175,6 +175,30 @@ pub struct Model {
     pub inputs: Vec<PathBuf>,
 }
 
+/// The merge record and provenance of a folder layerfold saved (`layerfold.json`), so that a
+/// pruned model loaded back still knows which original layers each of its layers came from
+/// (distillation needs it); the identity record for any other folder.
+fn saved_record(dir: &Path, layers: usize) -> Result<(Vec<Origin>, Option<serde_json::Value>)> {
+    let path = dir.join(save::PROVENANCE_FILE);
+    if !path.exists() {
+        return Ok(((0..layers).map(Origin::Layer).collect(), None));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&path, "layerfold.json", e))?;
+    let record: Vec<Origin> = serde_json::from_value(doc["record"].clone()).map_err(|e| {
+        Error::format(&path, "layerfold.json", format!("its `record` is not a merge record: {e}"))
+    })?;
+    if record.len() != layers {
+        return Err(Error::format(
+            &path,
+            "layerfold.json",
+            format!("its record has {} layers, config.json {layers}", record.len()),
+        ));
+    }
+    Ok((record, Some(doc)))
+}
+
 impl Model {
     /// Loads a Hugging Face folder or a `.gguf` file. The input is only read.
     pub fn load(path: &Path, opts: &LoadOptions, ctx: &RunContext) -> Result<Self> {
@@ -228,7 +252,7 @@ impl Model {
         )?;
         tokenizer.check_fits(config.vocab_size, &dir.join("tokenizer.json"))?;
         let lm = weights::build(&config, &weights, dtype, device, ctx)?;
-        let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
+        let (origins, provenance) = saved_record(dir, config.num_hidden_layers)?;
         let existing = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
         Ok(Self {
             config,
@@ -245,7 +269,7 @@ impl Model {
             },
             quantization: vec![],
             origins,
-            provenance: None,
+            provenance,
             inputs: vec![dir.to_path_buf()],
         })
     }

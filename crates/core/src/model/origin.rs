@@ -2,9 +2,9 @@
 //! original layer (0-based index in the model as loaded) or a merge of layers; progressive methods
 //! nest merges, so the record is a tree. Serialised as `5` or `[3, 4]` or `[[3, 4], 5]`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub enum Origin {
@@ -48,5 +48,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&o).unwrap(), "[[3,4],5]");
         assert_eq!(o.layers(), vec![3, 4, 5]);
         assert_eq!(Origin::merge(vec![Origin::Layer(7)]), Origin::Layer(7));
+        assert_eq!(serde_json::from_str::<Origin>("[[3,4],5]").unwrap(), o);
     }
 }

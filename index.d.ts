@@ -34,6 +34,12 @@ export declare class BindingModel {
    */
   prune(request: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingModel>
   /**
+   * Trains this (pruned) model toward `teacher` (core's `distill::run`); `request` is the JSON
+   * of core's `DistillRequest`. Resolves to the trained model, whose `provenance()` holds the
+   * run under `distill`.
+   */
+  distill(teacher: BindingModel, request: string, onProgress?: (progress: BindingProgress) => void, cancel?: BindingCancelToken | undefined | null): Promise<BindingModel>
+  /**
    * The dense model and each method at one target (core's `compare`); `request` is the JSON
    * of core's `CompareRequest`.
    */

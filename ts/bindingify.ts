@@ -4,7 +4,7 @@
  * (`{method, options, target, calibration}`), which keeps one flat options object in the API and
  * one typed struct per method in Rust.
  */
-import type { AnalyzeOptions, CalibrationOptions, CompareOptions, PruneOptions } from './config';
+import type { AnalyzeOptions, CalibrationOptions, CompareOptions, DistillOptions, PruneOptions } from './config';
 import { DEFAULT_CALIBRATION, packageFile } from './paths';
 
 export function bindingifyCalibration(c: CalibrationOptions | undefined): CalibrationOptions {
@@ -36,4 +36,13 @@ export function bindingifyCompare(o: CompareOptions, dataDir: string | undefined
     pplSeqLen,
     saveDir,
   });
+}
+
+/** Core's `DistillRequest` JSON: the training text defaults to the shipped calibration text. */
+export function bindingifyDistill(o: DistillOptions): string {
+  const { data, seqLen, windows, ...rest } = o;
+  const text = typeof data === 'string' ? { file: data } : { ...(data ?? {}) };
+  if (seqLen !== undefined) text.seqLen = seqLen;
+  if (windows !== undefined) text.nSamples = windows;
+  return JSON.stringify({ ...rest, data: bindingifyCalibration(text) });
 }

@@ -11,6 +11,7 @@ import { EXIT_OK, EXIT_USAGE, reportFailure } from './commands/run';
 import * as analyze from './commands/analyze';
 import * as compare from './commands/compare';
 import * as convert from './commands/convert';
+import * as distill from './commands/distill';
 import * as evaluate from './commands/eval';
 import * as info from './commands/info';
 import * as ppl from './commands/ppl';
@@ -26,7 +27,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const command of [info, ppl, evaluate, prune, compare, analyze, convert]) command.register(program);
+  for (const command of [info, ppl, evaluate, prune, distill, compare, analyze, convert]) command.register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -228,6 +228,33 @@ export const CompareOptionsSchema = z
   });
 export type CompareOptions = z.infer<typeof CompareOptionsSchema>;
 
+export const TRAINABLE = ['all', 'merged'] as const;
+
+/** Distillation (METHODS.md §3.5): core's `DistillRequest`. */
+export const DistillOptionsSchema = z.strictObject({
+  steps: positiveInt().optional().describe('Optimizer steps. Default 100.'),
+  lr: z.number().positive().optional().describe('Peak learning rate (AdamW, cosine decay). Default 1e-4.'),
+  warmupSteps: z.int().min(0).optional().describe('Linear warm-up steps. Default: 10% of the steps.'),
+  weightDecay: z.number().min(0).optional().describe('Decoupled weight decay. Default 0.01.'),
+  maxGradNorm: z.number().positive().optional().describe('Global gradient-norm clipping. Default 1.'),
+  alpha: z.number().min(0).optional().describe('Weight of the logit KL term. Default 1.'),
+  beta: z.number().min(0).optional().describe('Weight of the hidden-state term (each layer against its group in the teacher). Default 1.'),
+  temperature: z.number().positive().optional().describe('KL temperature τ. Default 1.'),
+  batchSize: positiveInt().optional().describe('Training windows per micro-batch. Default 4.'),
+  accumulation: positiveInt().optional().describe('Micro-batches per step (gradient accumulation). Default 1.'),
+  trainable: z.enum(TRAINABLE).optional().describe('What trains: all (every layer and the final norm) or merged (the merged layers). Default all.'),
+  seed: z.int().min(0).optional().describe('Seeds the order of the training windows. Default 0.'),
+  data: z
+    .union([z.string().min(1), CalibrationSchema])
+    .optional()
+    .describe(
+      'Training text: a .txt or .jsonl file, or calibration options ({file, seqLen, nSamples, …}). It must not overlap the perplexity text. Default: the shipped WikiText-2 validation text.',
+    ),
+  seqLen: positiveInt().optional().describe('Tokens per training window. Default 256.'),
+  windows: positiveInt().optional().describe('Training windows cut from the text (chunked). Default 64.'),
+});
+export type DistillOptions = z.infer<typeof DistillOptionsSchema>;
+
 export const GenerateOptionsSchema = z.strictObject({
   maxTokens: positiveInt().optional().describe('New tokens at most; generation also stops after EOS. Default 32.'),
   topK: z.int().min(0).optional().describe("How many of each step's most probable tokens to report. Default 5."),
@@ -244,6 +271,7 @@ export const schemas = {
   evaluate: EvaluateOptionsSchema,
   generate: GenerateOptionsSchema,
   compare: CompareOptionsSchema,
+  distill: DistillOptionsSchema,
 } as const;
 
 /** The JSON Schema of each options object. */

@@ -12,6 +12,7 @@ import native from './native';
 import {
   AnalyzeOptionsSchema,
   CompareOptionsSchema,
+  DistillOptionsSchema,
   EvaluateOptionsSchema,
   GenerateOptionsSchema,
   LoadOptionsSchema,
@@ -21,6 +22,7 @@ import {
   validate,
   type AnalyzeOptions,
   type CompareOptions,
+  type DistillOptions,
   type EvaluateOptions,
   type GenerateOptions,
   type LoadOptions,
@@ -29,12 +31,13 @@ import {
   type PruneOptions,
   type SaveOptions,
 } from './config';
-import { bindingifyAnalyze, bindingifyCompare, bindingifyPrune } from './bindingify';
+import { bindingifyAnalyze, bindingifyCompare, bindingifyDistill, bindingifyPrune } from './bindingify';
 import { LayerfoldError, toLayerfoldError } from './errors';
 import type { Progress, RunOptions, Stage } from './progress';
 import type { Origin } from './generated/Origin';
 import type { CalibrationSummary } from './generated/CalibrationSummary';
 import type { PruneSummary as GeneratedPruneSummary } from './generated/PruneSummary';
+import type { DistillReport } from './generated/DistillReport';
 
 export { LayerfoldError, ERROR_CODES, type ErrorCode } from './errors';
 export {
@@ -47,6 +50,7 @@ export {
   type AnalyzeOptions,
   type CalibrationOptions,
   type CompareOptions,
+  type DistillOptions,
   type DType,
   type EvaluateOptions,
   type GenerateOptions,
@@ -120,6 +124,27 @@ export type { Step } from './generated/Step';
 export type { Report } from './generated/Report';
 export type { ThresholdSearch } from './generated/ThresholdSearch';
 export type { CalibrationSummary } from './generated/CalibrationSummary';
+export type { DistillReport } from './generated/DistillReport';
+export type { StepLog } from './generated/StepLog';
+export type { Trainable } from './generated/Trainable';
+
+/** What a distillation run records (under `distill` in `layerfold.json` when the model is saved). */
+export interface DistillRecord {
+  /** The teacher's path. */
+  teacher: string;
+  /** How the training text was cut. */
+  data: CalibrationSummary;
+  warnings: string[];
+  /** The options with defaults filled in. */
+  options: Record<string, unknown>;
+  /** Steps, tokens, trained parameters, seconds and the loss curve. */
+  report: DistillReport;
+}
+
+/** The result of {@link Model.distill}: the trained model (a new handle) and its record. */
+export interface DistillResult extends DistillRecord {
+  model: Model;
+}
 
 /** Everything `prune` records (also written as `layerfold.json` when the pruned model is saved). */
 export type PruneSummary = Omit<GeneratedPruneSummary, 'method' | 'options'> & {
@@ -320,6 +345,23 @@ export class Model {
     const pruned = await this.#run(run, (b, p, c) => b.prune(bindingifyPrune(valid), p, c));
     const summary = JSON.parse(pruned.provenance() as string) as PruneSummary;
     return { ...summary, model: new Model(pruned) };
+  }
+
+  /**
+   * Trains this pruned model toward `teacher`, the model it was pruned from (METHODS.md §3.5):
+   * temperature-scaled KL of the logits plus each layer's hidden state against the teacher's at the
+   * end of that layer's group in the merge record. Neither model changes.
+   * @throws LayerfoldError `E_CONFIG` (options; a teacher of another width, vocabulary or depth), `E_DATA` (empty training text), `E_NOT_FOUND`, `E_ABORTED`
+   */
+  async distill(options: DistillOptions & { teacher: Model } & RunOptions): Promise<DistillResult> {
+    const { teacher, ...rest } = options;
+    if (!(teacher instanceof Model)) throw new LayerfoldError('E_CONFIG', 'invalid option `teacher`: give the loaded model this one was pruned from');
+    const [opts, run] = splitRun(rest);
+    const valid = validate(DistillOptionsSchema, opts);
+    const teacherBinding = teacher.#get();
+    const trained = await this.#run(run, (b, p, c) => b.distill(teacherBinding, bindingifyDistill(valid), p, c));
+    const { distill } = JSON.parse(trained.provenance() as string) as { distill: DistillRecord };
+    return { ...distill, model: new Model(trained) };
   }
 
   /** What pruning did to this model, or null for a model as loaded. */

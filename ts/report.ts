@@ -1,5 +1,5 @@
 /** Readable renderings of reports for the terminal. */
-import type { Analysis, CompareResult, EvalResult, Origin, PruneSummary } from './index';
+import type { Analysis, CompareResult, DistillRecord, EvalResult, Origin, PruneSummary } from './index';
 
 const fmt = (x: number | null) =>
   x === null ? 'n/a' : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(3) : x.toFixed(4));
@@ -74,4 +74,22 @@ export function compareTable(r: CompareResult): string {
   const line = (cells: string[]) => cells.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');
   const metrics = r.rows[0]?.tasks.map((t) => `${short(t.task)} ${t.metric}`).join(', ') ?? '';
   return [line(head), ...rows.map(line), `metrics: ${metrics}; ${r.seconds.toFixed(0)} s in all`].join('\n') + '\n';
+}
+
+/** A distillation run: its budget, speed and loss curve (every tenth step), as text. */
+export function distillTable(d: DistillRecord, out?: string): string {
+  const r = d.report;
+  const lines = [
+    `distill: ${r.steps} steps, ${r.tokens.toLocaleString('en-US')} tokens, ${r.parameters.toLocaleString('en-US')} trained parameters (${r.trainable}), ${r.seconds.toFixed(1)} s, ${(r.tokens / r.seconds).toFixed(0)} tokens/s`,
+    `teacher: ${d.teacher}`,
+    `data: ${d.data.kind}, ${d.data.nSamples} × ${d.data.seqLen} tokens from ${d.data.source}`,
+    'step  lr         loss      kl        mse       grad norm',
+  ];
+  const every = Math.max(1, Math.round(r.curve.length / 10));
+  r.curve.forEach((s, k) => {
+    if (k % every !== 0 && k !== r.curve.length - 1) return;
+    lines.push(`${String(s.step).padStart(4)}  ${s.lr.toExponential(2).padEnd(9)}  ${fmt(s.loss).padEnd(8)}  ${fmt(s.kl).padEnd(8)}  ${fmt(s.mse).padEnd(8)}  ${fmt(s.gradNorm)}`);
+  });
+  if (out) lines.push(`saved to ${out}`);
+  return lines.join('\n') + '\n';
 }

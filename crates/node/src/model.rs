@@ -11,6 +11,7 @@ use napi_derive::napi;
 use layerfold_core::calib::text::TextSource;
 use layerfold_core::calib::CalibrationConfig;
 use layerfold_core::compare::{compare, CompareRequest, CompareResult};
+use layerfold_core::distill::{self, DistillRequest};
 use layerfold_core::eval::multiple_choice::{evaluate, EvalOptions, EvalResult};
 use layerfold_core::eval::perplexity::{self, PerplexityOptions};
 use layerfold_core::methods::{self, PruneRequest};
@@ -278,6 +279,30 @@ impl BindingModel {
             move || {
                 let req: PruneRequest = parse_json("prune options", &request)?;
                 Ok(methods::prune(&model, &req, &ctx)?.0)
+            },
+            BindingModel::wrap,
+        ))
+    }
+
+    /// Trains this (pruned) model toward `teacher` (core's `distill::run`); `request` is the JSON
+    /// of core's `DistillRequest`. Resolves to the trained model, whose `provenance()` holds the
+    /// run under `distill`.
+    #[napi(ts_return_type = "Promise<BindingModel>")]
+    pub fn distill(
+        &self,
+        teacher: &BindingModel,
+        request: String,
+        #[napi(ts_arg_type = "(progress: BindingProgress) => void")] on_progress: Option<
+            ProgressCallback,
+        >,
+        cancel: Option<&BindingCancelToken>,
+    ) -> std::result::Result<AsyncTask<CoreTask<Model, BindingModel>>, napi::Error<Code>> {
+        let (student, teacher) = (self.get()?, teacher.get()?);
+        let ctx = run_context(on_progress, cancel);
+        Ok(CoreTask::new(
+            move || {
+                let req: DistillRequest = parse_json("distill options", &request)?;
+                Ok(distill::run(&student, &teacher, &req, &ctx)?)
             },
             BindingModel::wrap,
         ))

@@ -1,17 +1,13 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel, type Progress } from '../ts/index';
-import { cli, shared, tmpDir } from './fixtures';
+import { runCli, shared, tmpDir } from './fixtures';
 
 const stories = () => shared('models/stories260K');
 
-function run(...args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
-}
+const run = runCli;
 
 describe('distill()', () => {
   it('trains a pruned model toward its teacher, reports every step and leaves both inputs alone', async () => {

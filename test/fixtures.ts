@@ -1,4 +1,5 @@
 /** Paths the specs read; a missing one fails naming the file (shared/README.md). */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,12 @@ const root = path.resolve(__dirname, '..');
 
 export const repoRoot = root;
 export const cli = path.join(root, 'dist', 'cli.js');
+
+/** Runs the built CLI with `args`; `json()` parses its stdout. */
+export function runCli(...args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
+}
 
 function must(p: string, how: string): string {
   if (!fs.existsSync(p)) throw new Error(`missing test fixture ${p}: ${how}`);

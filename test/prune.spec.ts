@@ -1,19 +1,15 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel, methodDefaults, METHOD_NAMES, schemas, type Progress } from '../ts/index';
 import { METHOD_OPTIONS } from '../ts/config';
-import { cli, shared, tmpDir } from './fixtures';
+import { runCli, shared, tmpDir } from './fixtures';
 
 const stories = () => shared('models/stories260K');
 const calibration = { seqLen: 64, nSamples: 4 };
 
-function run(...args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
-}
+const run = runCli;
 
 describe('prune()', () => {
   it('runs every method to the target and leaves the input model alone', async () => {

@@ -29,19 +29,7 @@ pub const MIN_TEACHER_NORM_SQ: f32 = 1e-12;
 fn lse_scaled(row: &[f32], inv_tau: f32) -> f32 {
     // max(x/τ) = max(x)/τ for τ > 0, so the shift is taken on the raw row.
     let m = vec_exp::max(row) * inv_tau;
-    let mut acc = [0f32; vec_exp::LANES];
-    let chunks = row.chunks_exact(vec_exp::LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..vec_exp::LANES {
-            acc[k] += vec_exp::exp(c[k] * inv_tau - m);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for &v in rest {
-        s += vec_exp::exp(v * inv_tau - m);
-    }
-    m + s.ln()
+    m + vec_exp::sum_exp_scaled(row, inv_tau, m).ln()
 }
 
 dispatch! {
@@ -82,6 +70,24 @@ dispatch! {
             }
         }
     }
+}
+
+/// One f32 per row of `[n, width]` student/teacher pairs: `rows_fn(student_rows, teacher_rows,
+/// out)` runs on `per_task` rows at a time, in parallel.
+fn per_row(
+    student: &[f32],
+    teacher: &[f32],
+    n: usize,
+    width: usize,
+    per_task: usize,
+    rows_fn: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(per_task).enumerate().for_each(|(k, o)| {
+        let rows = k * per_task * width..(k * per_task + o.len()) * width;
+        rows_fn(&student[rows.clone()], &teacher[rows], o)
+    });
+    out
 }
 
 /// `(student, teacher)` as contiguous f32 slices of `[n, width]`, or an error naming `op`.
@@ -137,11 +143,8 @@ impl candle_core::CustomOp2 for KlDiv {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (student, teacher, n, vocab) = pair(self.name(), s1, l1, s2, l2)?;
-        let mut out = vec![0f32; n];
-        out.par_chunks_mut(ROWS).enumerate().for_each(|(k, o)| {
-            let rows = k * ROWS * vocab..(k * ROWS + o.len()) * vocab;
-            kl_rows(&student[rows.clone()], &teacher[rows], vocab, self.tau, o)
-        });
+        let out =
+            per_row(student, teacher, n, vocab, ROWS, |s, t, o| kl_rows(s, t, vocab, self.tau, o));
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -279,12 +282,8 @@ impl candle_core::CustomOp2 for HiddenMse {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (student, teacher, n, width) = pair(self.name(), s1, l1, s2, l2)?;
-        let mut out = vec![0f32; n];
-        const MSE_ROWS: usize = 64;
-        out.par_chunks_mut(MSE_ROWS).enumerate().for_each(|(k, o)| {
-            let rows = k * MSE_ROWS * width..(k * MSE_ROWS + o.len()) * width;
-            mse_rows(&student[rows.clone()], &teacher[rows], width, o)
-        });
+        // Hidden rows are narrow (d, not V): more of them per task.
+        let out = per_row(student, teacher, n, width, 64, |s, t, o| mse_rows(s, t, width, o));
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -296,7 +295,7 @@ impl candle_core::CustomOp2 for HiddenMse {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // d/ds ‖s − t‖²/‖t‖² = 2(s − t)/‖t‖²: [n, d] work, composed from candle ops.
-        let norm = teacher.sqr()?.sum_keepdim(D::Minus1)?.clamp(MIN_TEACHER_NORM_SQ, f32::MAX)?;
+        let norm = teacher_norm_sq(teacher)?.unsqueeze(1)?;
         let scale = (grad_res.unsqueeze(1)? * 2.0)?.div(&norm)?;
         let grad = (student - teacher)?.broadcast_mul(&scale)?;
         Ok((Some(grad), None))
@@ -317,8 +316,12 @@ pub fn hidden_mse(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
 /// The composed definition (differentiable).
 pub fn hidden_mse_slow(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
     let diff = (student - teacher)?.sqr()?.sum(D::Minus1)?;
-    let norm = teacher.sqr()?.sum(D::Minus1)?.clamp(MIN_TEACHER_NORM_SQ, f32::MAX)?;
-    diff / norm
+    diff / teacher_norm_sq(teacher)?
+}
+
+/// `max(‖t‖², MIN_TEACHER_NORM_SQ)` per row, `[n]`.
+fn teacher_norm_sq(teacher: &Tensor) -> Result<Tensor> {
+    teacher.sqr()?.sum(D::Minus1)?.clamp(MIN_TEACHER_NORM_SQ, f32::MAX)
 }
 
 #[cfg(test)]

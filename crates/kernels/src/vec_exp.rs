@@ -79,17 +79,24 @@ pub fn exp_shift_in_place(xs: &mut [f32], shift: f32) -> f32 {
 /// `Σ e^(x − shift)` without writing.
 #[inline(always)]
 pub fn sum_exp_shift(xs: &[f32], shift: f32) -> f32 {
+    // x·1 is exact, so this is bit-identical to summing e^(x − shift).
+    sum_exp_scaled(xs, 1.0, shift)
+}
+
+/// `Σ e^(x·scale − shift)` without writing (temperature-scaled softmaxes).
+#[inline(always)]
+pub fn sum_exp_scaled(xs: &[f32], scale: f32, shift: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for k in 0..LANES {
-            acc[k] += exp(c[k] - shift);
+            acc[k] += exp(c[k] * scale - shift);
         }
     }
     let mut s: f32 = acc.iter().sum();
     for &v in rest {
-        s += exp(v - shift);
+        s += exp(v * scale - shift);
     }
     s
 }

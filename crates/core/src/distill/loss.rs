@@ -38,6 +38,20 @@ pub struct LossParts {
     pub mse: f64,
 }
 
+impl std::ops::Add for LossParts {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self { loss: self.loss + o.loss, kl: self.kl + o.kl, mse: self.mse + o.mse }
+    }
+}
+
+impl std::ops::Div<f64> for LossParts {
+    type Output = Self;
+    fn div(self, k: f64) -> Self {
+        Self { loss: self.loss / k, kl: self.kl / k, mse: self.mse / k }
+    }
+}
+
 /// Keeps the hidden states `h_i` of the wanted `i`.
 struct States {
     wanted: Vec<usize>,

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::decoder::TokenBatch;
 use crate::Model;
 use loss::{loss_and_grads, teacher_targets, LossParts, LossWeights};
-use optim::{accumulate, clip_grad_norm, learning_rate, AdamW, AdamWParams};
+use optim::{accumulate, clip_grad_norm, learning_rate, scale_grads, AdamW, AdamWParams};
 use trainable::Student;
 pub use trainable::Trainable;
 
@@ -141,30 +141,18 @@ pub fn distill(
                 &check,
             )?;
             tokens += rows.iter().map(|r| r.len()).sum::<usize>();
-            sum = LossParts {
-                loss: sum.loss + parts.loss,
-                kl: sum.kl + parts.kl,
-                mse: sum.mse + parts.mse,
-            };
-            match grads.as_mut() {
-                None => grads = Some(g),
-                Some(acc) => accumulate(acc, g, &vars)?,
-            }
+            sum = sum + parts;
+            accumulate(&mut grads, g, &vars)?;
         }
         let mut grads = grads.expect("at least one micro-batch");
         let k = opts.accumulation as f64;
         if opts.accumulation > 1 {
-            for var in &vars {
-                if let Some(g) = grads.remove(var.as_tensor()) {
-                    grads.insert(var.as_tensor(), (g / k)?);
-                }
-            }
+            scale_grads(&mut grads, &vars, 1.0 / k)?;
         }
         let grad_norm = clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
         let lr = learning_rate(step, opts.steps, opts.warmup_steps, opts.lr);
         optimizer.step(&grads, lr)?;
-        let parts = LossParts { loss: sum.loss / k, kl: sum.kl / k, mse: sum.mse / k };
-        curve.push(StepLog { step: step + 1, lr, parts, grad_norm });
+        curve.push(StepLog { step: step + 1, lr, parts: sum / k, grad_norm });
         ctx.report(Stage::Distill, step as u64 + 1, opts.steps as u64);
     }
     let mut out = student.clone();

@@ -78,25 +78,35 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     }
     let norm = sq.sqrt();
     if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for var in vars {
-            if let Some(g) = grads.remove(var.as_tensor()) {
-                grads.insert(var.as_tensor(), (g * scale)?);
-            }
-        }
+        scale_grads(grads, vars, max_norm / (norm + 1e-6))?;
     }
     Ok(norm)
 }
 
-/// Adds the gradients of `more` to `into` (gradient accumulation), for the tensors of `vars`.
-pub fn accumulate(into: &mut GradStore, more: GradStore, vars: &[Var]) -> Result<()> {
+/// Multiplies every gradient of `vars` by `factor`.
+pub fn scale_grads(grads: &mut GradStore, vars: &[Var], factor: f64) -> Result<()> {
+    for var in vars {
+        if let Some(g) = grads.remove(var.as_tensor()) {
+            grads.insert(var.as_tensor(), (g * factor)?);
+        }
+    }
+    Ok(())
+}
+
+/// Adds the gradients of `more` to `into` (gradient accumulation), for the tensors of `vars`;
+/// the first micro-batch's store becomes the sum.
+pub fn accumulate(into: &mut Option<GradStore>, more: GradStore, vars: &[Var]) -> Result<()> {
+    let Some(sum) = into.as_mut() else {
+        *into = Some(more);
+        return Ok(());
+    };
     for var in vars {
         if let Some(g) = more.get(var.as_tensor()) {
-            let sum = match into.remove(var.as_tensor()) {
+            let total = match sum.remove(var.as_tensor()) {
                 Some(prev) => (prev + g)?,
                 None => g.clone(),
             };
-            into.insert(var.as_tensor(), sum);
+            sum.insert(var.as_tensor(), total);
         }
     }
     Ok(())
@@ -132,6 +142,18 @@ mod tests {
                 - 0.1 * t.signum() * (6.0 * t.abs()) / (6.0 * t.abs() + 1e-8);
             assert!((*g as f64 - want).abs() < 1e-6, "{g} vs {want}");
         }
+    }
+
+    #[test]
+    fn accumulation_sums_the_micro_batches() {
+        let var = Var::new(&[2.0f32], &Device::Cpu).unwrap();
+        let grad_of =
+            |k: f64| (var.as_tensor() * k).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut sum = None;
+        accumulate(&mut sum, grad_of(3.0), std::slice::from_ref(&var)).unwrap();
+        accumulate(&mut sum, grad_of(4.0), std::slice::from_ref(&var)).unwrap();
+        let g = sum.unwrap().get(var.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(g, [7.0]);
     }
 
     #[test]

@@ -222,6 +222,8 @@ export interface BindingProgress {
   stage: string
   done: number
   total: number
+  /** A distillation step's loss and its two terms, and the training tokens seen so far. */
+  training?: BindingTraining
 }
 
 export interface BindingSaveOptions {
@@ -286,6 +288,13 @@ export interface BindingTextSource {
 export interface BindingTokenProb {
   token: number
   prob: number
+}
+
+export interface BindingTraining {
+  loss: number
+  kl: number
+  mse: number
+  tokens: number
 }
 
 /** Fails unless `out` may receive the output of a command that reads `inputs`. */

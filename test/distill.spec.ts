@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel, type Progress } from '../ts/index';
-import { runCli, shared, tmpDir } from './fixtures';
+import { cli, runCli, shared, tmpDir } from './fixtures';
 
 const stories = () => shared('models/stories260K');
 
@@ -39,9 +41,75 @@ describe('distill()', () => {
     // @ts-expect-error: a path is not a loaded model
     await expect(student.distill({ teacher: stories() })).rejects.toMatchObject({ code: 'E_CONFIG' });
     await expect(student.distill({ teacher, steps: 0 })).rejects.toMatchObject({ code: 'E_CONFIG' });
-    // @ts-expect-error: not one of all | merged
-    await expect(student.distill({ teacher, trainable: 'lora' })).rejects.toMatchObject({ code: 'E_CONFIG' });
+    // @ts-expect-error: not one of all | merged | lora
+    await expect(student.distill({ teacher, trainable: 'embeddings' })).rejects.toMatchObject({ code: 'E_CONFIG' });
+    await expect(student.distill({ teacher, resume: true })).rejects.toMatchObject({ code: 'E_CONFIG' });
   });
+});
+
+describe('distill() with LoRA and the mp schedule', () => {
+  it('trains only the adapters, first the merged layer alone, and saves plain weights', async () => {
+    await using teacher = await loadModel(stories());
+    const pruned = await teacher.prune({ method: 'come', target: { removeLayers: 1 }, calibration: { seqLen: 64, nSamples: 4 } });
+    await using student = pruned.model;
+    const r = await student.distill({ teacher, steps: 8, localSteps: 4, schedule: 'mp', trainable: 'lora', loraRank: 4, lr: 3e-3, seqLen: 64, windows: 8 });
+    await using healed = r.model;
+    const merged = pruned.record.findIndex((o) => Array.isArray(o));
+    expect(r.report.spans).toEqual([{ layer: merged, start: merged, end: merged + 2 }]);
+    expect(r.report.curve.map((s) => s.local)).toEqual([true, true, true, true, false, false, false, false]);
+    // Rank 4 on 4 layers × 7 linears: (in + out) × 4 each; stories260K: d 64, kv 32, FFN 172 (the merged layer wider).
+    expect(r.report.parameters).toBeGreaterThan(0);
+    expect(r.report.parameters).toBeLessThan(0.2 * healed.info().parameters);
+    expect(r.options).toMatchObject({ schedule: 'mp', localSteps: 4, trainable: 'lora', lora: { rank: 4, alpha: 16 } });
+    const dir = tmpDir();
+    await healed.save(path.join(dir, 'out'));
+    const header = fs.readFileSync(path.join(dir, 'out', 'model.safetensors'));
+    expect(header.subarray(8, 8 + Number(header.readBigUInt64LE(0))).toString()).not.toContain('lora');
+  });
+});
+
+/** SHA-256 of a file. */
+const digest = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+describe('layerfold distill --resume', () => {
+  it('continues a run killed with SIGKILL to the same loss and weights, bit for bit', async () => {
+    const dir = tmpDir();
+    const come = path.join(dir, 'come');
+    const p = run('prune', stories(), '--method', 'come', '--remove-layers', '1', '--seq-len', '64', '--samples', '4', '--out', come, '--json');
+    expect(p.status, p.stderr).toBe(0);
+    const args = (out: string, ckpt: string) => ['distill', come, '--teacher', stories(), '--steps', '150', '--lr', '2e-3', '--seq-len', '64', '--windows', '8', '--batch-size', '2', '--checkpoint-dir', ckpt, '--checkpoint-every', '10', '--out', out, '--json'];
+
+    const whole = run(...args(path.join(dir, 'whole'), path.join(dir, 'ckpt-whole')));
+    expect(whole.status, whole.stderr).toBe(0);
+
+    // Kill the second run once its first checkpoint is on disk.
+    const ckpt = path.join(dir, 'ckpt');
+    const out = path.join(dir, 'resumed');
+    const killed = await new Promise<string | null>((resolve, reject) => {
+      const child = spawn(process.execPath, [cli, ...args(out, ckpt)], { stdio: 'ignore' });
+      const poll = setInterval(() => {
+        if (fs.existsSync(path.join(ckpt, 'distill-checkpoint.safetensors'))) child.kill('SIGKILL');
+      }, 5);
+      child.on('error', reject);
+      child.on('exit', (_code, signal) => {
+        clearInterval(poll);
+        resolve(signal);
+      });
+    });
+    expect(killed, 'the run ended before its first checkpoint could be killed').toBe('SIGKILL');
+    expect(fs.existsSync(out)).toBe(false);
+    // Without --resume the folder's checkpoint is not overwritten.
+    const again = run(...args(out, ckpt));
+    expect(again.status).toBe(1);
+    expect(again.json().error.code).toBe('E_OUTPUT_EXISTS');
+    const resumed = run(...args(out, ckpt), '--resume');
+    expect(resumed.status, resumed.stderr).toBe(0);
+    const [a, b] = [whole.json().report, resumed.json().report];
+    expect(b.resumedFrom).toBeGreaterThan(0);
+    expect(b.resumedFrom).toBeLessThan(150);
+    expect(b.curve).toEqual(a.curve);
+    expect(digest(path.join(out, 'model.safetensors'))).toBe(digest(path.join(dir, 'whole', 'model.safetensors')));
+  }, 120_000);
 });
 
 describe('layerfold distill', () => {

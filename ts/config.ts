@@ -228,7 +228,8 @@ export const CompareOptionsSchema = z
   });
 export type CompareOptions = z.infer<typeof CompareOptionsSchema>;
 
-export const TRAINABLE = ['all', 'merged'] as const;
+export const TRAINABLE = ['all', 'merged', 'lora'] as const;
+export const SCHEDULES = ['sp', 'mp'] as const;
 
 /** Distillation (METHODS.md §3.5): core's `DistillRequest`. */
 export const DistillOptionsSchema = z.strictObject({
@@ -242,8 +243,21 @@ export const DistillOptionsSchema = z.strictObject({
   temperature: z.number().positive().optional().describe('KL temperature τ. Default 1.'),
   batchSize: positiveInt().optional().describe('Training windows per micro-batch. Default 4.'),
   accumulation: positiveInt().optional().describe('Micro-batches per step (gradient accumulation). Default 1.'),
-  trainable: z.enum(TRAINABLE).optional().describe('What trains: all (every layer and the final norm) or merged (the merged layers). Default all.'),
-  seed: z.int().min(0).optional().describe('Seeds the order of the training windows. Default 0.'),
+  trainable: z
+    .enum(TRAINABLE)
+    .optional()
+    .describe('What trains: all (every layer and the final norm), merged (the merged layers), or lora (rank-r adapters on the seven linears of every layer, merged into the weights at the end). Default all.'),
+  schedule: z
+    .enum(SCHEDULES)
+    .optional()
+    .describe('sp: train once on the whole loss; mp: first each layer that stands for several original layers alone (teacher state in, teacher state out), then globally. Default sp.'),
+  localSteps: z.int().min(0).optional().describe("mp: how many of the steps are local. Default 3/4 of the steps."),
+  loraRank: positiveInt().optional().describe('LoRA rank r. Default 8.'),
+  loraAlpha: z.number().positive().optional().describe('LoRA alpha: the update is scaled by alpha / r. Default 16.'),
+  seed: z.int().min(0).optional().describe("Seeds the order of the training windows and LoRA's initial adapters. Default 0."),
+  checkpointDir: z.string().min(1).optional().describe('Folder for resumable checkpoints (trained tensors, optimizer state, position), written atomically.'),
+  checkpointEvery: positiveInt().optional().describe('Steps between checkpoints. Default 25.'),
+  resume: z.boolean().optional().describe("Continue from checkpointDir's checkpoint: the result equals an uninterrupted run's, bit for bit on the CPU."),
   data: z
     .union([z.string().min(1), CalibrationSchema])
     .optional()

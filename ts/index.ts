@@ -206,11 +206,12 @@ export interface EvalResult {
 /** Text to evaluate: inline text, or a `.txt` (one document per non-empty line) or `.jsonl` (`{"text": …}` rows) file. */
 export type TextInput = string | { file: string };
 
-function guardProgress(onProgress?: (p: Progress) => void): ((p: { stage: string; done: number; total: number }) => void) | undefined {
+function guardProgress(onProgress?: (p: Progress) => void): NativeProgress {
   if (!onProgress) return undefined;
   return (p) => {
     try {
-      onProgress({ stage: p.stage as Stage, done: p.done, total: p.total });
+      const { stage, done, total, training } = p;
+      onProgress({ stage: stage as Stage, done, total, ...(training ? { training } : {}) });
     } catch (e) {
       // Throwing into native code helps no one: log and keep running (node-llama-cpp).
       console.error('layerfold: onProgress threw, ignored:', e);
@@ -224,7 +225,7 @@ function guardProgress(onProgress?: (p: Progress) => void): ((p: { stage: string
  */
 type Binding = InstanceType<typeof native.BindingModel>;
 type CancelToken = InstanceType<typeof native.BindingCancelToken>;
-type NativeProgress = ((p: { stage: string; done: number; total: number }) => void) | undefined;
+type NativeProgress = ((p: { stage: string; done: number; total: number; training?: Progress['training'] }) => void) | undefined;
 
 async function runNative<T>(run: RunOptions, call: (onProgress: NativeProgress, cancel: CancelToken) => Promise<T>): Promise<T> {
   const { signal } = run;

@@ -8,6 +8,8 @@ export interface Progress {
   stage: Stage;
   done: number;
   total: number;
+  /** Distillation steps only: the step's loss, its KL and hidden-state terms, and the training tokens seen so far. */
+  training?: { loss: number; kl: number; mse: number; tokens: number };
 }
 
 /** Options every long operation accepts. */

@@ -79,16 +79,19 @@ export function compareTable(r: CompareResult): string {
 /** A distillation run: its budget, speed and loss curve (every tenth step), as text. */
 export function distillTable(d: DistillRecord, out?: string): string {
   const r = d.report;
+  const resumed = r.resumedFrom != null ? `, resumed from step ${r.resumedFrom}` : '';
   const lines = [
-    `distill: ${r.steps} steps, ${r.tokens.toLocaleString('en-US')} tokens, ${r.parameters.toLocaleString('en-US')} trained parameters (${r.trainable}), ${r.seconds.toFixed(1)} s, ${(r.tokens / r.seconds).toFixed(0)} tokens/s`,
+    `distill: ${r.schedule}, ${r.steps} steps, ${r.tokens.toLocaleString('en-US')} tokens, ${r.parameters.toLocaleString('en-US')} trained parameters (${r.trainable}), ${r.seconds.toFixed(1)} s, ${r.tokensPerSecond.toFixed(0)} tokens/s${resumed}`,
     `teacher: ${d.teacher}`,
     `data: ${d.data.kind}, ${d.data.nSamples} × ${d.data.seqLen} tokens from ${d.data.source}`,
-    'step  lr         loss      kl        mse       grad norm',
   ];
+  for (const s of r.spans) lines.push(`local: layer ${s.layer} maps the teacher's h_${s.start} to h_${s.end}`);
+  lines.push('step  lr         loss      kl        mse       grad norm');
   const every = Math.max(1, Math.round(r.curve.length / 10));
   r.curve.forEach((s, k) => {
     if (k % every !== 0 && k !== r.curve.length - 1) return;
-    lines.push(`${String(s.step).padStart(4)}  ${s.lr.toExponential(2).padEnd(9)}  ${fmt(s.loss).padEnd(8)}  ${fmt(s.kl).padEnd(8)}  ${fmt(s.mse).padEnd(8)}  ${fmt(s.gradNorm)}`);
+    const local = s.local ? '  (local)' : '';
+    lines.push(`${String(s.step).padStart(4)}  ${s.lr.toExponential(2).padEnd(9)}  ${fmt(s.loss).padEnd(8)}  ${fmt(s.kl).padEnd(8)}  ${fmt(s.mse).padEnd(8)}  ${fmt(s.gradNorm)}${local}`);
   });
   if (out) lines.push(`saved to ${out}`);
   return lines.join('\n') + '\n';

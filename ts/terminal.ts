@@ -21,26 +21,40 @@ export function progressBar(quiet: boolean): { onProgress?: (p: Progress) => voi
     closed = true;
     clear();
   };
+  // Tokens per second since the stage's first report (a distillation's live rate).
+  let since = { time: 0, tokens: 0 };
+  const payload = (p: Progress) => {
+    const t = p.training;
+    if (!t) return {};
+    const seconds = (Date.now() - since.time) / 1000;
+    const rate = seconds > 0 ? (t.tokens - since.tokens) / seconds : 0;
+    return { loss: t.loss.toFixed(4), kl: t.kl.toFixed(4), mse: t.mse.toFixed(4), rate: rate.toFixed(0) };
+  };
   return {
     onProgress: (p) => {
       if (closed) return;
       if (p.stage !== stage || !bar) {
         clear();
         stage = p.stage;
+        since = { time: Date.now(), tokens: p.training?.tokens ?? 0 };
+        const format =
+          p.stage === 'distill'
+            ? 'distill  [{bar}] step {value}/{total} loss {loss} (kl {kl}, hidden {mse}) {rate} tok/s, {eta_formatted} left'
+            : `${p.stage.padEnd(8)} [{bar}] {value}/{total} {duration_formatted}`;
         bar = new cliProgress.SingleBar(
           {
             stream: process.stderr,
-            format: `${p.stage.padEnd(8)} [{bar}] {value}/{total} {duration_formatted}`,
+            format,
             hideCursor: true,
             // Erase the bar when it stops: the next stage's bar, or the result, takes its line.
             clearOnComplete: true,
           },
           cliProgress.Presets.shades_classic,
         );
-        bar.start(p.total, p.done);
+        bar.start(p.total, p.done, { loss: '…', kl: '…', mse: '…', rate: '…' });
       } else {
         bar.setTotal(p.total);
-        bar.update(p.done);
+        bar.update(p.done, payload(p));
       }
     },
     stop,

@@ -7,7 +7,11 @@ export type StepLog = {
 /**
  * 1-based.
  */
-step: number, lr: number, 
+step: number, 
+/**
+ * `mp`'s local steps; their `mse` is the local loss and `kl` is 0.
+ */
+local: boolean, lr: number, 
 /**
  * Before clipping.
  */

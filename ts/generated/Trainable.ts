@@ -5,4 +5,4 @@
  * frozen in every setting **(ours)**: they are shared with the teacher, whose logits the
  * student learns to match.
  */
-export type Trainable = "all" | "merged";
+export type Trainable = "all" | "merged" | "lora";

@@ -36,11 +36,23 @@ impl Stage {
 }
 
 /// One progress report: `done` of `total` units of `stage` are finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
     pub stage: Stage,
     pub done: u64,
     pub total: u64,
+    /// A training step's loss, for the live display.
+    pub training: Option<TrainingProgress>,
+}
+
+/// What a distillation step reports besides its count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainingProgress {
+    pub loss: f64,
+    pub kl: f64,
+    pub mse: f64,
+    /// Training tokens seen so far.
+    pub tokens: u64,
 }
 
 /// A shared flag that asks a running operation to stop.
@@ -115,7 +127,14 @@ impl RunContext {
 
     pub fn report(&self, stage: Stage, done: u64, total: u64) {
         if let Some(f) = &self.progress {
-            f(Progress { stage, done, total });
+            f(Progress { stage, done, total, training: None });
+        }
+    }
+
+    /// A training step's report.
+    pub fn report_training(&self, done: u64, total: u64, training: TrainingProgress) {
+        if let Some(f) = &self.progress {
+            f(Progress { stage: Stage::Distill, done, total, training: Some(training) });
         }
     }
 

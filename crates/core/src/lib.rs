@@ -16,6 +16,6 @@ pub mod model;
 pub mod output;
 pub mod score;
 
-pub use context::{CancelToken, Progress, RunContext, Stage};
+pub use context::{CancelToken, Progress, RunContext, Stage, TrainingProgress};
 pub use error::{Error, Result};
 pub use model::{LoadOptions, Model};

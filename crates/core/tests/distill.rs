@@ -9,9 +9,12 @@ use common::*;
 use layerfold_core::calib::{
     CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet,
 };
+use layerfold_core::distill::checkpoint::{Checkpointing, CHECKPOINT_FILE};
 use layerfold_core::distill::loss::{loss_and_grads, teacher_targets, LossWeights};
 use layerfold_core::distill::trainable::Student;
-use layerfold_core::distill::{distill, run, DistillOptions, DistillRequest, Trainable};
+use layerfold_core::distill::{
+    distill, run, DistillOptions, DistillRequest, LoraOptions, Schedule, Trainable,
+};
 use layerfold_core::methods::{prune, PruneRequest, Target};
 use layerfold_core::model::decoder::{CausalLm, RmsNorm, TokenBatch};
 use layerfold_core::{Model, RunContext};
@@ -68,6 +71,21 @@ fn loss_of(lm: &CausalLm, teacher: &Model, student: &Model, batch: &TokenBatch) 
     parts.loss
 }
 
+/// The student's trainable copy; LoRA's `B` (zero at the start, which leaves `A` without a
+/// gradient) is set to seeded random values, as after some training.
+fn student_vars(student: &Model, which: Trainable) -> Student {
+    let s = Student::new(&student.lm, &student.origins, which, LoraOptions::default(), 3).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (name, var) in &s.vars {
+        if name.ends_with("lora_B.weight") {
+            let t = var.as_tensor();
+            let v: Vec<f32> = (0..t.elem_count()).map(|_| rng.random_range(-0.02..0.02)).collect();
+            var.set(&Tensor::from_vec(v, t.shape(), t.device()).unwrap()).unwrap();
+        }
+    }
+    s
+}
+
 fn norm(t: &Tensor) -> f64 {
     t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64
 }
@@ -80,12 +98,14 @@ fn every_trained_tensor_gets_a_nonzero_gradient() {
     let check = || Ok(());
     let targets =
         teacher_targets(&teacher.lm, &teacher.config, &batch, &ends(&student), &check).unwrap();
-    for which in [Trainable::All, Trainable::Merged] {
-        let s = Student::new(&student.lm, &student.origins, which).unwrap();
+    for which in [Trainable::All, Trainable::Merged, Trainable::Lora] {
+        let s = student_vars(&student, which);
         let expected = match which {
             // 4 layers × (7 linears + 2 norms) + the final norm.
             Trainable::All => 4 * 9 + 1,
             Trainable::Merged => 9,
+            // 4 layers × 7 linears × (A, B).
+            Trainable::Lora => 4 * 7 * 2,
         };
         assert_eq!(s.vars.len(), expected, "{which:?}");
         let (_, grads) =
@@ -107,15 +127,11 @@ fn gradient_agrees_with_central_differences() {
     let (teacher, student) = teacher_and_student();
     let data = windows(&student, 2);
     let batch = TokenBatch::new(&[&data[0], &data[1]], 0, student.lm.device()).unwrap();
-    let s = Student::new(&student.lm, &student.origins, Trainable::All).unwrap();
     let check = || Ok(());
     let targets =
         teacher_targets(&teacher.lm, &teacher.config, &batch, &ends(&student), &check).unwrap();
-    let (parts, grads) =
-        loss_and_grads(&s.lm, &teacher.lm, &student.config, &batch, &targets, WEIGHTS, &check)
-            .unwrap();
     let merged = student.origins.iter().position(|o| o.is_merged()).unwrap();
-    let sampled = [
+    let full = [
         format!("model.layers.{merged}.self_attn.q_proj.weight"),
         format!("model.layers.{merged}.self_attn.k_proj.weight"),
         "model.layers.0.self_attn.v_proj.weight".to_string(),
@@ -126,9 +142,34 @@ fn gradient_agrees_with_central_differences() {
         format!("model.layers.{merged}.post_attention_layernorm.weight"),
         "model.norm.weight".to_string(),
     ];
-    let frozen = student.lm.clone();
+    let lora = [
+        format!("model.layers.{merged}.self_attn.q_proj.lora_A.weight"),
+        "model.layers.0.self_attn.v_proj.lora_B.weight".to_string(),
+        format!("model.layers.{merged}.mlp.down_proj.lora_A.weight"),
+        "model.layers.2.mlp.up_proj.lora_B.weight".to_string(),
+    ];
+    for (which, sampled) in [(Trainable::All, &full[..]), (Trainable::Lora, &lora[..])] {
+        let s = student_vars(&student, which);
+        let (parts, grads) =
+            loss_and_grads(&s.lm, &teacher.lm, &student.config, &batch, &targets, WEIGHTS, &check)
+                .unwrap();
+        check_directions(&s, &grads, parts.loss, sampled, &teacher, &student, &batch);
+    }
+}
+
+fn check_directions(
+    s: &Student,
+    grads: &candle_core::backprop::GradStore,
+    loss: f64,
+    sampled: &[String],
+    teacher: &Model,
+    student: &Model,
+    batch: &TokenBatch,
+) {
+    let parts_loss = loss;
+    let frozen = s.lm.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for name in &sampled {
+    for name in sampled {
         let var: &Var = &s.vars.iter().find(|(n, _)| n == name).unwrap().1;
         let theta = var.as_tensor().detach();
         let values: Vec<f32> =
@@ -140,13 +181,13 @@ fn gradient_agrees_with_central_differences() {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;
-        let eps = (3e-4 * parts.loss / analytic.abs()).min(0.05 * norm(&theta).max(1.0) / norm(&u));
+        let eps = (3e-4 * parts_loss / analytic.abs()).min(0.05 * norm(&theta).max(1.0) / norm(&u));
         let shifted = |sign: f64| -> CausalLm {
             let moved = (&theta + (&u * (sign * eps)).unwrap()).unwrap();
             replace(&frozen, name, &moved)
         };
-        let numeric = (loss_of(&shifted(1.0), &teacher, &student, &batch)
-            - loss_of(&shifted(-1.0), &teacher, &student, &batch))
+        let numeric = (loss_of(&shifted(1.0), teacher, student, batch)
+            - loss_of(&shifted(-1.0), teacher, student, batch))
             / (2.0 * eps);
         let err = (analytic - numeric).abs() / numeric.abs().max(1e-6);
         assert!(err < 0.01, "{name}: analytic {analytic:.6e}, finite differences {numeric:.6e}");
@@ -261,4 +302,238 @@ fn a_saved_pruned_model_distills_with_its_record() {
         layerfold_core::Model::load(&out, &Default::default(), &RunContext::new()).unwrap_err();
     assert_eq!(err.code(), "E_MODEL_FORMAT");
     assert!(err.to_string().contains("layerfold.json"), "{err}");
+}
+
+/// Every tensor of the trained model, as raw bits.
+fn bits(m: &Model) -> Vec<Vec<u32>> {
+    m.lm.layers
+        .iter()
+        .flat_map(|l| {
+            let mut out = Vec::new();
+            l.try_map_tensors(&mut |_, t| {
+                let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                out.push(v.iter().map(|x| x.to_bits()).collect());
+                Ok(t.clone())
+            })
+            .unwrap();
+            out
+        })
+        .chain(std::iter::once(
+            m.lm.norm.weight.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect(),
+        ))
+        .collect()
+}
+
+fn short_run(schedule: Schedule, trainable: Trainable) -> DistillOptions {
+    DistillOptions {
+        steps: 8,
+        lr: 3e-3,
+        warmup_steps: 2,
+        batch_size: 2,
+        schedule,
+        local_steps: if schedule == Schedule::Mp { 4 } else { 0 },
+        trainable,
+        ..Default::default()
+    }
+}
+
+/// A run stopped after a checkpoint and resumed ends with the same loss curve and weights, bit
+/// for bit, as one that ran through: in both schedules (mp's checkpoints fall in the local phase,
+/// on its boundary and in the global phase) and with LoRA.
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let (teacher, student) = teacher_and_student();
+    let data = windows(&student, 6);
+    for (schedule, trainable) in [
+        (Schedule::Sp, Trainable::All),
+        (Schedule::Mp, Trainable::Lora),
+        (Schedule::Mp, Trainable::All),
+    ] {
+        let opts = short_run(schedule, trainable);
+        let (whole, whole_report) =
+            distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
+        for stop_after in [3usize, 4, 6] {
+            let dir = tempfile::tempdir().unwrap();
+            let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 2, resume: false };
+            let checkpointed = DistillOptions { checkpoint: Some(ckpt.clone()), ..opts.clone() };
+            // Cancel once `stop_after` steps are done: the last checkpoint is at an even step.
+            let cancel = layerfold_core::context::CancelToken::new();
+            let c = cancel.clone();
+            let ctx = RunContext::new().with_cancel(cancel.clone()).with_progress(move |p| {
+                if p.done as usize >= stop_after {
+                    c.cancel();
+                }
+            });
+            let err = distill(&student, &teacher, &data, &checkpointed, &ctx).unwrap_err();
+            assert_eq!(err.code(), "E_ABORTED");
+            assert!(ckpt.dir.join(CHECKPOINT_FILE).exists());
+            let resumed_opts = DistillOptions {
+                checkpoint: Some(Checkpointing { resume: true, ..ckpt.clone() }),
+                ..opts.clone()
+            };
+            let (resumed, report) =
+                distill(&student, &teacher, &data, &resumed_opts, &RunContext::new()).unwrap();
+            assert_eq!(report.resumed_from, Some(stop_after / 2 * 2), "{schedule:?}");
+            assert_eq!(report.curve, whole_report.curve, "{schedule:?} {trainable:?} {stop_after}");
+            assert_eq!(report.tokens, whole_report.tokens);
+            assert!(bits(&resumed) == bits(&whole), "{schedule:?} {trainable:?}: weights differ");
+        }
+    }
+}
+
+#[test]
+fn checkpoint_folders_are_checked() {
+    let (teacher, student) = teacher_and_student();
+    let data = windows(&student, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 1, resume: false };
+    let opts = DistillOptions {
+        steps: 2,
+        checkpoint: Some(ckpt.clone()),
+        ..short_run(Schedule::Sp, Trainable::Merged)
+    };
+    distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
+    // A folder with a checkpoint is not overwritten by a new run …
+    let err = distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_OUTPUT_EXISTS", "{err}");
+    // … and resumes only the run that wrote it.
+    let other = DistillOptions {
+        seed: 1,
+        checkpoint: Some(Checkpointing { resume: true, ..ckpt.clone() }),
+        ..opts.clone()
+    };
+    let err = distill(&student, &teacher, &data, &other, &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_CONFIG");
+    assert!(err.to_string().contains("another run (the options differ)"), "{err}");
+    let other_data = windows(&student, 5);
+    let same = DistillOptions { checkpoint: other.checkpoint.clone(), ..opts.clone() };
+    let err = distill(&student, &teacher, &other_data, &same, &RunContext::new()).unwrap_err();
+    assert!(err.to_string().contains("the training text differ"), "{err}");
+    // A checkpoint folder inside the input model would write into it.
+    let inside = DistillOptions {
+        checkpoint: Some(Checkpointing { dir: teacher.path.join("ckpt"), ..ckpt.clone() }),
+        ..opts.clone()
+    };
+    let err = distill(&student, &teacher, &data, &inside, &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_CONFIG", "{err}");
+    assert!(!teacher.path.join("ckpt").exists());
+    // A corrupt checkpoint is a format error naming the file.
+    std::fs::write(ckpt.dir.join(CHECKPOINT_FILE), b"not a checkpoint").unwrap();
+    let err = distill(&student, &teacher, &data, &same, &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_MODEL_FORMAT");
+    assert!(err.to_string().contains(CHECKPOINT_FILE), "{err}");
+}
+
+/// A full disk during a checkpoint: the write goes to `/dev/full` (the kernel's own ENOSPC, through
+/// the staging name the writer uses), the run stops with E_DISK_FULL and the checkpoint before it
+/// is still there and resumable.
+#[test]
+fn a_full_disk_keeps_the_last_checkpoint() {
+    let (teacher, student) = teacher_and_student();
+    let data = windows(&student, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 2, resume: false };
+    let opts = DistillOptions {
+        checkpoint: Some(ckpt.clone()),
+        ..short_run(Schedule::Sp, Trainable::All)
+    };
+    // Let the step-2 checkpoint land, then make the next write hit a full device.
+    let partial = ckpt.dir.join(format!("{CHECKPOINT_FILE}.partial"));
+    let p = partial.clone();
+    let ctx = RunContext::new().with_progress(move |pr| {
+        if pr.done == 3 {
+            std::os::unix::fs::symlink("/dev/full", &p).unwrap();
+        }
+    });
+    let err = distill(&student, &teacher, &data, &opts, &ctx).unwrap_err();
+    assert_eq!(err.code(), "E_DISK_FULL", "{err}");
+    assert!(
+        !partial.exists() && std::fs::symlink_metadata(&partial).is_err(),
+        "staging left behind"
+    );
+    let resumed =
+        DistillOptions { checkpoint: Some(Checkpointing { resume: true, ..ckpt }), ..opts.clone() };
+    let (_, report) = distill(&student, &teacher, &data, &resumed, &RunContext::new()).unwrap();
+    assert_eq!(report.resumed_from, Some(2));
+}
+
+/// mp on CoMe's model: the merged layer is the local phase's only layer, spanning its two
+/// original layers, and its local loss falls; on a model with a dropped layer, the layer before
+/// the gap stands for it.
+#[test]
+fn mp_trains_each_spanning_layer_alone_then_globally() {
+    let (teacher, student) = teacher_and_student();
+    let merged = student.origins.iter().position(|o| o.is_merged()).unwrap();
+    let data = windows(&student, 8);
+    let opts =
+        DistillOptions { steps: 16, local_steps: 12, ..short_run(Schedule::Mp, Trainable::All) };
+    let (_, report) = distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
+    let first = student.origins[merged].layers()[0];
+    assert_eq!(report.spans.len(), 1);
+    assert_eq!(
+        (report.spans[0].layer, report.spans[0].start, report.spans[0].end),
+        (merged, first, first + 2)
+    );
+    let local: Vec<_> = report.curve.iter().filter(|s| s.local).collect();
+    assert_eq!(local.len(), 12);
+    assert!(local.iter().all(|s| s.parts.kl == 0.0));
+    assert!(!report.curve[12].local && report.curve[12].parts.kl > 0.0);
+    let (a, b) = (local[0].parts.mse, local[11].parts.mse);
+    assert!(b < 0.8 * a, "local loss {a:.4} → {b:.4}");
+
+    let req = PruneRequest {
+        method: "drop-bi".into(),
+        options: serde_json::json!({}),
+        target: Target { remove_layers: Some(1), ..Default::default() },
+        calibration: calibration(4),
+    };
+    let (dropped, _) = prune(&teacher, &req, &RunContext::new()).unwrap();
+    let (_, report) = distill(&dropped, &teacher, &data, &opts, &RunContext::new()).unwrap();
+    let gap = (0..5).find(|i| !dropped.origins.iter().any(|o| o.layers() == [*i])).unwrap();
+    assert_eq!(report.spans.len(), 1, "{:?}", dropped.origins);
+    let s = report.spans[0];
+    assert!(s.start < gap && s.end == gap + 1 || gap == 0, "{s:?}, dropped {gap}");
+}
+
+/// `finish` folds each adapter into its weight: the merged model computes what the model with
+/// adapters computes, and carries no adapter.
+#[test]
+fn lora_adapters_merge_into_the_weights() {
+    let (_, student) = teacher_and_student();
+    let s = student_vars(&student, Trainable::Lora);
+    let data = windows(&student, 2);
+    let batch = TokenBatch::new(&[&data[0], &data[1]], 0, student.lm.device()).unwrap();
+    let logits = |lm: &CausalLm| {
+        let h = lm
+            .forward(
+                &student.config,
+                &batch,
+                &mut layerfold_core::model::decoder::NoObserver,
+                &|| Ok(()),
+            )
+            .unwrap();
+        lm.logits(&h.flatten_to(1).unwrap()).unwrap()
+    };
+    let (with, merged_lm) = (logits(&s.lm), s.finish().unwrap());
+    assert!(merged_lm
+        .layers
+        .iter()
+        .all(|l| l.self_attn.q_proj.lora.is_none() && l.mlp.down_proj.lora.is_none()));
+    let diff = (&with - logits(&merged_lm))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let base = (&with - logits(&student.lm))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4 && base > 1e-2, "merged vs adapters {diff:e}, adapters vs base {base:e}");
 }

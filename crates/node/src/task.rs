@@ -9,7 +9,7 @@ use napi::Env;
 use layerfold_core::RunContext;
 
 use crate::error::{catch, to_js, Failure};
-use crate::types::{BindingCancelToken, BindingProgress};
+use crate::types::{BindingCancelToken, BindingProgress, BindingTraining};
 
 type Work<T> = Box<dyn FnOnce() -> std::result::Result<T, Failure> + Send>;
 
@@ -75,6 +75,12 @@ pub fn run_context(
                     stage: p.stage.as_str().to_string(),
                     done: p.done as f64,
                     total: p.total as f64,
+                    training: p.training.map(|t| BindingTraining {
+                        loss: t.loss,
+                        kl: t.kl,
+                        mse: t.mse,
+                        tokens: t.tokens as f64,
+                    }),
                 },
                 ThreadsafeFunctionCallMode::NonBlocking,
             );

@@ -12,6 +12,16 @@ pub struct BindingProgress {
     pub stage: String,
     pub done: f64,
     pub total: f64,
+    /// A distillation step's loss and its two terms, and the training tokens seen so far.
+    pub training: Option<BindingTraining>,
+}
+
+#[napi(object)]
+pub struct BindingTraining {
+    pub loss: f64,
+    pub kl: f64,
+    pub mse: f64,
+    pub tokens: f64,
 }
 
 /// A flag the facade sets when the caller's `AbortSignal` fires; core checks it at least once per

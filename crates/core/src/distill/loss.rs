@@ -10,12 +10,12 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::eval::nll::LOGIT_ROWS;
 use crate::model::config::Config;
-use crate::model::decoder::{CausalLm, Mode, Observer, TokenBatch, TokenMask};
+use crate::model::decoder::{CausalLm, Mode, NoObserver, Observer, TokenBatch, TokenMask};
 
 /// The weights of the two terms and the temperature.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -27,7 +27,7 @@ pub struct LossWeights {
 }
 
 /// One batch's loss and its two terms, per position.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct LossParts {
@@ -66,13 +66,15 @@ impl States {
 
     /// The kept states as `[n, d]` rows, in the order they were asked for.
     fn rows(self) -> Result<Vec<Tensor>> {
+        self.states()?.iter().map(|h| Ok(h.flatten_to(1)?)).collect()
+    }
+
+    /// The kept states as the decoder gave them, in the order they were asked for.
+    fn states(self) -> Result<Vec<Tensor>> {
         self.got
             .into_iter()
             .zip(self.wanted)
-            .map(|(h, i)| {
-                let h = h.ok_or_else(|| Error::Internal(format!("no hidden state h_{i}")))?;
-                Ok(h.flatten_to(1)?)
-            })
+            .map(|(h, i)| h.ok_or_else(|| Error::Internal(format!("no hidden state h_{i}"))))
             .collect()
     }
 }
@@ -161,4 +163,52 @@ pub fn loss_and_grads(
     let kl = kl_sum / n as f64;
     let grads = surrogate.backward()?;
     Ok((LossParts { loss: w.alpha * kl + w.beta * mse, kl, mse }, grads))
+}
+
+/// A student layer that stands in for several original ones: layer `layer` should map the
+/// teacher's `h_start` to its `h_end` (the input of the next student layer's group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Span {
+    pub layer: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// `mp`'s local loss of `batch`: the sum over `spans` of each layer's normalised MSE (mean over
+/// positions) when it runs alone on the teacher's state, and the gradients. The layers are
+/// independent, so one backward pass trains each on its own term.
+pub fn local_loss_and_grads(
+    student: &CausalLm,
+    teacher: &CausalLm,
+    cfg: &Config,
+    batch: &TokenBatch,
+    spans: &[Span],
+    check: &dyn Fn() -> Result<()>,
+) -> Result<(LossParts, GradStore)> {
+    let wanted = spans.iter().flat_map(|s| [s.start, s.end]).collect();
+    let mut states = States::new(wanted);
+    teacher.forward(cfg, batch, &mut states, check)?;
+    let states = states.states()?;
+    let mut ctx = student.context(cfg, batch)?;
+    ctx.mode = Mode::Train;
+    let (mut total, mut mse) = (None::<Tensor>, 0f64);
+    for (span, pair) in spans.iter().zip(states.chunks(2)) {
+        check()?;
+        let (input, target) = (pair[0].detach(), pair[1].detach().flatten_to(1)?);
+        let out = student.layers[span.layer].forward(span.layer, &input, &ctx, &mut NoObserver)?;
+        let rows = layerfold_kernels::hidden_mse(
+            &out.flatten_to(1)?.to_dtype(DType::F32)?,
+            &target.to_dtype(DType::F32)?,
+        )?;
+        let term = rows.mean_all()?;
+        mse += term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        total = Some(match total {
+            Some(t) => (t + term)?,
+            None => term,
+        });
+    }
+    let total = total.ok_or_else(|| Error::Internal("mp's local phase has no layer".into()))?;
+    Ok((LossParts { loss: mse, kl: 0.0, mse }, total.backward()?))
 }

@@ -2,27 +2,31 @@
 //! original (teacher), logits and, through the merge record, the hidden state at the end of each
 //! student layer's group. This is the `sp` schedule (once, after pruning) on the CPU in f32.
 
+pub mod checkpoint;
 pub mod loss;
 pub mod optim;
 pub mod trainable;
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
+use candle_core::Var;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::calib::{CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet};
-use crate::context::{RunContext, Stage};
+use crate::context::{RunContext, Stage, TrainingProgress};
 use crate::error::{Error, Result};
 use crate::model::decoder::TokenBatch;
 use crate::Model;
-use loss::{loss_and_grads, teacher_targets, LossParts, LossWeights};
+use checkpoint::{Checkpointing, Position, RunIdentity};
+use loss::{local_loss_and_grads, loss_and_grads, teacher_targets, LossParts, LossWeights, Span};
 use optim::{accumulate, clip_grad_norm, learning_rate, scale_grads, AdamW, AdamWParams};
 use trainable::Student;
-pub use trainable::Trainable;
+pub use trainable::{LoraOptions, Trainable};
 
 /// A distillation run. Every field is set; [`Default`] gives the project's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,8 +47,17 @@ pub struct DistillOptions {
     /// Micro-batches whose gradients are summed into one step.
     pub accumulation: usize,
     pub trainable: Trainable,
-    /// Seeds the order in which the windows are visited.
+    pub schedule: Schedule,
+    /// `mp`: how many of `steps` are local (each layer that stands for several original layers
+    /// trained alone); the rest are global.
+    pub local_steps: usize,
+    /// The adapters' shape when `trainable` is `lora`.
+    pub lora: LoraOptions,
+    /// Seeds the order in which the windows are visited and the adapters' initial values.
     pub seed: u64,
+    /// Where to save resumable state; not part of what the run computes.
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for DistillOptions {
@@ -61,18 +74,40 @@ impl Default for DistillOptions {
             batch_size: 4,
             accumulation: 1,
             trainable: Trainable::All,
+            schedule: Schedule::Sp,
+            local_steps: 0,
+            lora: LoraOptions::default(),
             seed: 0,
+            checkpoint: None,
         }
     }
 }
 
+/// When the student trains (METHODS.md §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub enum Schedule {
+    /// Once, on the whole loss.
+    Sp,
+    /// First each layer that stands for several original layers alone, mapping the teacher's
+    /// state at the start of its span to the state at its end; then a global phase. The local
+    /// phase's inputs are the teacher's states, so each layer's training does not depend on the
+    /// others' and runs after the last merge: the same as after each merge for every layer of
+    /// the final model **(ours)**. A layer's span runs to the next layer's first original layer,
+    /// so a layer before a dropped block (drop-bi, SLEB) learns to stand for the block too.
+    Mp,
+}
+
 /// One optimizer step of the loss curve.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct StepLog {
     /// 1-based.
     pub step: usize,
+    /// `mp`'s local steps; their `mse` is the local loss and `kl` is 0.
+    pub local: bool,
     pub lr: f64,
     /// The mean over the step's micro-batches.
     #[serde(flatten)]
@@ -93,7 +128,15 @@ pub struct DistillReport {
     /// Trained parameters.
     pub parameters: usize,
     pub trainable: Trainable,
+    pub schedule: Schedule,
+    /// `mp`: the layers of the local phase and the original layers they stand for.
+    pub spans: Vec<Span>,
+    /// This process's seconds (a resumed run counts from its resumption).
     pub seconds: f64,
+    /// Training tokens per second in this process.
+    pub tokens_per_second: f64,
+    /// The step a resumed run continued from.
+    pub resumed_from: Option<usize>,
     pub curve: Vec<StepLog>,
 }
 
@@ -108,39 +151,95 @@ pub fn distill(
 ) -> Result<(Model, DistillReport)> {
     let ends = validate(student, teacher, windows, opts)?;
     let started = Instant::now();
-    let trainee = Student::new(&student.lm, &student.origins, opts.trainable)?;
-    let vars: Vec<_> = trainee.vars.iter().map(|(_, v)| v.clone()).collect();
-    let parameters = vars.iter().map(|v| v.elem_count()).sum();
+    let trainee =
+        Student::new(&student.lm, &student.origins, opts.trainable, opts.lora, opts.seed)?;
+    let parameters = trainee.vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let spans = match opts.schedule {
+        Schedule::Sp => vec![],
+        Schedule::Mp => spans(student, teacher, &trainee),
+    };
+    let local_steps = if spans.is_empty() { 0 } else { opts.local_steps };
+    // The variables one phase updates, each phase with a fresh optimizer: a variable that joins
+    // at the global phase would otherwise get a bias correction for steps it did not take.
+    let phase_vars = |local: bool| -> (Vec<String>, Vec<Var>) {
+        trainee
+            .vars
+            .iter()
+            .filter(|(n, _)| !local || spans.iter().any(|s| in_layer(n, s.layer)))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .unzip()
+    };
     let params = AdamWParams { weight_decay: opts.weight_decay, ..AdamWParams::default() };
+    let (mut names, mut vars) = phase_vars(local_steps > 0);
     let mut optimizer = AdamW::new(vars.clone(), params)?;
+
+    let run = RunIdentity::new(
+        serde_json::to_value(opts).expect("options serialise"),
+        serde_json::json!({ "path": student.path, "record": student.origins }),
+        serde_json::json!({ "path": teacher.path, "layers": teacher.lm.layers.len() }),
+        windows,
+    );
+    let mut at = Position { step: 0, cursor: 0, tokens: 0, curve: Vec::with_capacity(opts.steps) };
+    let (mut resumed_from, mut resumed_tokens) = (None, 0);
+    if let Some(c) = &opts.checkpoint {
+        let mut inputs = student.inputs.clone();
+        inputs.extend(teacher.inputs.iter().cloned());
+        if let Some(saved) = c.open(&inputs, &run)? {
+            // A checkpoint at the phase boundary holds the local optimizer; the loop switches.
+            let global = saved.position.step > local_steps;
+            if global && local_steps > 0 {
+                (names, vars) = phase_vars(false);
+                optimizer = AdamW::new(vars.clone(), params)?;
+            }
+            let phase_start = if global { local_steps } else { 0 };
+            saved.restore(&names, &mut optimizer, saved.position.step - phase_start)?;
+            resumed_from = Some(saved.position.step);
+            resumed_tokens = saved.position.tokens;
+            at = saved.position;
+        }
+    }
 
     let mut order: Vec<usize> = (0..windows.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
-    let mut cursor = 0usize;
     let device = student.lm.device().clone();
     let check = || ctx.check_cancelled();
-    let (mut curve, mut tokens) = (Vec::with_capacity(opts.steps), 0usize);
-    ctx.report(Stage::Distill, 0, opts.steps as u64);
-    for step in 0..opts.steps {
+    ctx.report(Stage::Distill, at.step as u64, opts.steps as u64);
+    while at.step < opts.steps {
+        let local = at.step < local_steps;
+        if local_steps > 0 && at.step == local_steps {
+            (names, vars) = phase_vars(false);
+            optimizer = AdamW::new(vars.clone(), params)?;
+        }
         let mut grads: Option<GradStore> = None;
         let mut sum = LossParts { loss: 0.0, kl: 0.0, mse: 0.0 };
         for _ in 0..opts.accumulation {
             let rows: Vec<&[u32]> = (0..opts.batch_size)
-                .map(|j| windows[order[(cursor + j) % order.len()]].as_slice())
+                .map(|j| windows[order[(at.cursor + j) % order.len()]].as_slice())
                 .collect();
-            cursor = (cursor + opts.batch_size) % order.len();
+            at.cursor = (at.cursor + opts.batch_size) % order.len();
             let batch = TokenBatch::new(&rows, 0, &device)?;
-            let targets = teacher_targets(&teacher.lm, &teacher.config, &batch, &ends, &check)?;
-            let (parts, g) = loss_and_grads(
-                &trainee.lm,
-                &teacher.lm,
-                &student.config,
-                &batch,
-                &targets,
-                opts.loss,
-                &check,
-            )?;
-            tokens += rows.iter().map(|r| r.len()).sum::<usize>();
+            let (parts, g) = if local {
+                local_loss_and_grads(
+                    &trainee.lm,
+                    &teacher.lm,
+                    &teacher.config,
+                    &batch,
+                    &spans,
+                    &check,
+                )?
+            } else {
+                let targets = teacher_targets(&teacher.lm, &teacher.config, &batch, &ends, &check)?;
+                loss_and_grads(
+                    &trainee.lm,
+                    &teacher.lm,
+                    &student.config,
+                    &batch,
+                    &targets,
+                    opts.loss,
+                    &check,
+                )?
+            };
+            at.tokens += rows.iter().map(|r| r.len()).sum::<usize>();
             sum = sum + parts;
             accumulate(&mut grads, g, &vars)?;
         }
@@ -150,22 +249,68 @@ pub fn distill(
             scale_grads(&mut grads, &vars, 1.0 / k)?;
         }
         let grad_norm = clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
-        let lr = learning_rate(step, opts.steps, opts.warmup_steps, opts.lr);
+        let (phase_step, phase_len) = if local {
+            (at.step, local_steps)
+        } else {
+            (at.step - local_steps, opts.steps - local_steps)
+        };
+        // Each phase warms up over its share of the warm-up steps.
+        let warmup = opts.warmup_steps * phase_len / opts.steps;
+        let lr = learning_rate(phase_step, phase_len, warmup, opts.lr);
         optimizer.step(&grads, lr)?;
-        curve.push(StepLog { step: step + 1, lr, parts: sum / k, grad_norm });
-        ctx.report(Stage::Distill, step as u64 + 1, opts.steps as u64);
+        at.step += 1;
+        at.curve.push(StepLog { step: at.step, local, lr, parts: sum / k, grad_norm });
+        if let Some(c) = &opts.checkpoint {
+            if at.step.is_multiple_of(c.every) && at.step < opts.steps {
+                c.save(&run, &at, &names, &optimizer)?;
+            }
+        }
+        let parts = sum / k;
+        let training = TrainingProgress {
+            loss: parts.loss,
+            kl: parts.kl,
+            mse: parts.mse,
+            tokens: at.tokens as u64,
+        };
+        ctx.report_training(at.step as u64, opts.steps as u64, training);
     }
     let mut out = student.clone();
     out.lm = trainee.finish()?;
+    let seconds = started.elapsed().as_secs_f64();
     let report = DistillReport {
         steps: opts.steps,
-        tokens,
+        tokens: at.tokens,
         parameters,
         trainable: opts.trainable,
-        seconds: started.elapsed().as_secs_f64(),
-        curve,
+        schedule: opts.schedule,
+        spans,
+        seconds,
+        tokens_per_second: (at.tokens - resumed_tokens) as f64 / seconds.max(1e-9),
+        resumed_from,
+        curve: at.curve,
     };
     Ok((out, report))
+}
+
+/// `mp`'s local problems: each student layer that has variables and stands for more than one
+/// original layer, from its group's first original layer to the next group's (or the end).
+fn spans(student: &Model, teacher: &Model, trainee: &Student) -> Vec<Span> {
+    let firsts: Vec<usize> = student.origins.iter().map(|o| o.layers()[0]).collect();
+    (0..firsts.len())
+        .map(|k| Span {
+            layer: k,
+            start: firsts[k],
+            end: firsts.get(k + 1).copied().unwrap_or(teacher.lm.layers.len()),
+        })
+        .filter(|s| s.end - s.start > 1 && trainee.vars.iter().any(|(n, _)| in_layer(n, s.layer)))
+        .collect()
+}
+
+/// Whether the HF name `name` belongs to layer `k`.
+fn in_layer(name: &str, k: usize) -> bool {
+    name.strip_prefix("model.layers.")
+        .and_then(|rest| rest.split('.').next())
+        .is_some_and(|i| i == k.to_string())
 }
 
 /// The checks a run needs before it starts; returns each student layer's last original layer.
@@ -216,6 +361,13 @@ fn validate(
     positive("lr", opts.lr)?;
     positive("temperature", opts.loss.temperature)?;
     positive("maxGradNorm", opts.max_grad_norm)?;
+    positive("loraAlpha", opts.lora.alpha)?;
+    if opts.local_steps > opts.steps || (opts.schedule == Schedule::Sp && opts.local_steps > 0) {
+        return Err(Error::config(
+            "localSteps",
+            format!("must be at most steps ({}) and is for the mp schedule only", opts.steps),
+        ));
+    }
     for (field, n) in
         [("steps", opts.steps), ("batchSize", opts.batch_size), ("accumulation", opts.accumulation)]
     {
@@ -261,17 +413,48 @@ pub struct DistillRequest {
     pub batch_size: Option<usize>,
     pub accumulation: Option<usize>,
     pub trainable: Option<Trainable>,
+    pub schedule: Option<Schedule>,
+    pub local_steps: Option<usize>,
+    pub lora_rank: Option<usize>,
+    pub lora_alpha: Option<f64>,
     pub seed: Option<u64>,
+    /// Saves resumable state into this folder every `checkpointEvery` steps.
+    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_every: Option<usize>,
+    /// Continues from `checkpointDir`'s checkpoint.
+    pub resume: Option<bool>,
     /// The training text, cut into windows ([`DATA_DEFAULTS`]).
     #[serde(default)]
     pub data: CalibrationConfig,
 }
 
+/// `mp`'s default share of local steps **(ours)**: three quarters, so that the global phase is
+/// the "short" one of METHODS.md §3.5.
+pub const MP_LOCAL_SHARE: (usize, usize) = (3, 4);
+
+/// Steps between checkpoints when a folder is given **(ours)**.
+pub const CHECKPOINT_EVERY: usize = 25;
+
 impl DistillRequest {
-    pub fn options(&self) -> DistillOptions {
+    pub fn options(&self) -> Result<DistillOptions> {
         let d = DistillOptions::default();
         let steps = self.steps.unwrap_or(d.steps);
-        DistillOptions {
+        let schedule = self.schedule.unwrap_or(d.schedule);
+        let checkpoint = match &self.checkpoint_dir {
+            Some(dir) => Some(Checkpointing {
+                dir: dir.clone(),
+                every: self.checkpoint_every.unwrap_or(CHECKPOINT_EVERY),
+                resume: self.resume.unwrap_or(false),
+            }),
+            None if self.resume == Some(true) || self.checkpoint_every.is_some() => {
+                return Err(Error::config(
+                    "checkpointDir",
+                    "resume and checkpointEvery need a checkpoint folder",
+                ))
+            }
+            None => None,
+        };
+        Ok(DistillOptions {
             steps,
             lr: self.lr.unwrap_or(d.lr),
             warmup_steps: self.warmup_steps.unwrap_or(steps / 10),
@@ -285,8 +468,20 @@ impl DistillRequest {
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             accumulation: self.accumulation.unwrap_or(d.accumulation),
             trainable: self.trainable.unwrap_or(d.trainable),
+            schedule,
+            local_steps: match schedule {
+                Schedule::Sp => self.local_steps.unwrap_or(0),
+                Schedule::Mp => {
+                    self.local_steps.unwrap_or(steps * MP_LOCAL_SHARE.0 / MP_LOCAL_SHARE.1)
+                }
+            },
+            lora: LoraOptions {
+                rank: self.lora_rank.unwrap_or(d.lora.rank),
+                alpha: self.lora_alpha.unwrap_or(d.lora.alpha),
+            },
             seed: self.seed.unwrap_or(d.seed),
-        }
+            checkpoint,
+        })
     }
 }
 
@@ -298,7 +493,7 @@ pub fn run(
     req: &DistillRequest,
     ctx: &RunContext,
 ) -> Result<Model> {
-    let opts = req.options();
+    let opts = req.options()?;
     let max_len = student.config.max_position_embeddings;
     let set = CalibrationSet::build(&student.tokenizer, max_len, &req.data, DATA_DEFAULTS)?;
     let (mut model, report) = distill(student, teacher, &set.samples, &opts, ctx)?;

@@ -19,20 +19,40 @@ use crate::model::config::{Config, Llama3RopeScaling};
 /// materialises an `s × s` score matrix per head.
 const ATTENTION_BLOCK: usize = 128;
 
-/// A dense layer `y = x Wᵀ + b` with HF's `[out, in]` weight.
+/// A dense layer `y = x Wᵀ + b` with HF's `[out, in]` weight, and while a LoRA run trains it, a
+/// low-rank adapter beside the frozen weight.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+/// A low-rank adapter (LoRA, Hu et al. 2021, as PEFT names it): `y += scale · (x Aᵀ) Bᵀ` with
+/// `A: [r, in]`, `B: [out, r]`. The frozen weight never gets a gradient, so only `A` and `B` carry
+/// gradients and optimizer moments.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, lora: None }
     }
 
     pub fn out_features(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    /// The adapter folded into the weight, `W + scale · B A`, in the weight's dtype.
+    pub fn merge_lora(&self) -> Result<Linear> {
+        let Some(l) = &self.lora else { return Ok(self.clone()) };
+        let delta = (l.b.to_dtype(DType::F32)?.matmul(&l.a.to_dtype(DType::F32)?)? * l.scale)?;
+        let weight = (self.weight.to_dtype(DType::F32)? + delta)?.to_dtype(self.weight.dtype())?;
+        Ok(Linear::new(weight, self.bias.clone()))
     }
 }
 
@@ -41,7 +61,11 @@ impl Module for Linear {
         // One large matmul over all leading dimensions instead of a batched one.
         let dims = x.dims();
         let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
-        let y = x.reshape((rows, last))?.matmul(&self.weight.t()?)?;
+        let x = x.reshape((rows, last))?;
+        let mut y = x.matmul(&self.weight.t()?)?;
+        if let Some(l) = &self.lora {
+            y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
+        }
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -291,11 +315,45 @@ impl DecoderLayer {
         &self,
         f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>,
     ) -> Result<Self> {
-        let mut linear = |name: &str, l: &Linear| -> Result<Linear> {
+        let mapped = self.try_map_linears(&mut |name, l| {
             let weight = f(&format!("{name}.weight"), &l.weight)?;
             let bias = l.bias.as_ref().map(|b| f(&format!("{name}.bias"), b)).transpose()?;
-            Ok(Linear { weight, bias })
+            let lora = match &l.lora {
+                Some(lora) => Some(Lora {
+                    a: f(&format!("{name}.lora_A.weight"), &lora.a)?,
+                    b: f(&format!("{name}.lora_B.weight"), &lora.b)?,
+                    scale: lora.scale,
+                }),
+                None => None,
+            };
+            Ok(Linear { weight, bias, lora })
+        })?;
+        let mut norm = |name: &str, n: &RmsNorm| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: f(name, &n.weight)?, eps: n.eps })
         };
+        let a = &mapped.self_attn;
+        let (q_norm, k_norm) = (
+            a.q_norm.as_ref().map(|n| norm("self_attn.q_norm.weight", n)).transpose()?,
+            a.k_norm.as_ref().map(|n| norm("self_attn.k_norm.weight", n)).transpose()?,
+        );
+        Ok(Self {
+            self_attn: Attention { q_norm, k_norm, ..mapped.self_attn.clone() },
+            input_layernorm: norm("input_layernorm.weight", &self.input_layernorm)?,
+            post_attention_layernorm: norm(
+                "post_attention_layernorm.weight",
+                &self.post_attention_layernorm,
+            )?,
+            mlp: mapped.mlp,
+        })
+    }
+
+    /// The layer with each of its seven linears (named as in HF, `self_attn.q_proj`) replaced by
+    /// `f`'s result; the norms are shared.
+    pub fn try_map_linears(
+        &self,
+        f: &mut dyn FnMut(&str, &Linear) -> Result<Linear>,
+    ) -> Result<Self> {
+        let mut linear = |name: &str, l: &Linear| f(name, l);
         let a = &self.self_attn;
         let (q_proj, k_proj) =
             (linear("self_attn.q_proj", &a.q_proj)?, linear("self_attn.k_proj", &a.k_proj)?);
@@ -304,27 +362,10 @@ impl DecoderLayer {
         let gate_proj = linear("mlp.gate_proj", &self.mlp.gate_proj)?;
         let up_proj = linear("mlp.up_proj", &self.mlp.up_proj)?;
         let down_proj = linear("mlp.down_proj", &self.mlp.down_proj)?;
-        let mut norm = |name: &str, n: &RmsNorm| -> Result<RmsNorm> {
-            Ok(RmsNorm { weight: f(name, &n.weight)?, eps: n.eps })
-        };
-        let q_norm = a.q_norm.as_ref().map(|n| norm("self_attn.q_norm.weight", n)).transpose()?;
-        let k_norm = a.k_norm.as_ref().map(|n| norm("self_attn.k_norm.weight", n)).transpose()?;
         Ok(Self {
-            self_attn: Attention {
-                q_proj,
-                k_proj,
-                v_proj,
-                o_proj,
-                q_norm,
-                k_norm,
-                head_dim: a.head_dim,
-            },
+            self_attn: Attention { q_proj, k_proj, v_proj, o_proj, ..a.clone() },
             mlp: Mlp { gate_proj, up_proj, down_proj },
-            input_layernorm: norm("input_layernorm.weight", &self.input_layernorm)?,
-            post_attention_layernorm: norm(
-                "post_attention_layernorm.weight",
-                &self.post_attention_layernorm,
-            )?,
+            ..self.clone()
         })
     }
 

@@ -108,14 +108,19 @@ pub struct SaveSummary {
 
 /// One tensor to write, converted to the target dtype only when the writer asks for its bytes, so
 /// that at most one converted tensor is in memory at a time.
-struct LazyTensor<'a> {
+pub(crate) struct LazyTensor<'a> {
     tensor: &'a Tensor,
     dtype: DType,
     shape: Vec<usize>,
     error: &'a Mutex<Option<Error>>,
 }
 
-impl LazyTensor<'_> {
+impl<'a> LazyTensor<'a> {
+    /// `tensor` in its own dtype (bit-exact).
+    pub(crate) fn exact(tensor: &'a Tensor, error: &'a Mutex<Option<Error>>) -> Self {
+        Self { tensor, dtype: tensor.dtype(), shape: tensor.dims().to_vec(), error }
+    }
+
     fn bytes(&self) -> Result<Vec<u8>> {
         let t = self
             .tensor

@@ -98,6 +98,8 @@ export interface BindingCompareRow {
   /** `average` as a percentage of the dense model's; null when the dense average is 0. */
   retained?: number
   pruneSeconds: number
+  /** Seconds of distillation (`<method>+distill` rows). */
+  distillSeconds?: number
   evalSeconds: number
   /** The merge record as JSON (`[0, [1, 2], 3]`). */
   record: string

@@ -4,10 +4,11 @@
 // block-influence drop (drop-bi), LaCo and SLM, compared with the dense model by `layerfold
 // compare`: WikiText-2 perplexity and the seven zero-shot tasks on their first examples, one
 // table, compare.json and a bar chart; each pruned model is saved under the output folder
-// (out/demo by default), the CoMe one also as a GGUF file that llama.cpp runs.
+// (out/demo by default), the CoMe one also as a GGUF file that llama.cpp runs; then the CoMe model
+// is healed by a short distillation and measured again.
 //
 //   npm run demo            (fetches the model first)
-//   node scripts/demo.mjs [--limit N] [--windows N] [--remove N] [--out DIR]
+//   node scripts/demo.mjs [--limit N] [--windows N] [--remove N] [--distill-steps N] [--out DIR]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,12 +22,14 @@ const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { loadModel } = require(path.join(root, 'dist', 'index.js'));
 const { cacheDir } = require(path.join(root, 'dist', 'paths.js'));
+const { lossCurveSvg, svgToPng } = require(path.join(root, 'dist', 'charts.js'));
 
 const { values } = parseArgs({
   options: {
     limit: { type: 'string', default: '10' },
     windows: { type: 'string', default: '8' },
     remove: { type: 'string', default: '9' },
+    'distill-steps': { type: 'string', default: '20' },
     out: { type: 'string', default: path.join('out', 'demo') },
   },
 });
@@ -74,6 +77,33 @@ run([
   '--ppl-data', sharedFile('data/text/wikitext2_raw_test.txt'), '--ppl-windows', values.windows,
   '--out', values.out, '--save', '--force',
 ]);
+
+// Healing: the CoMe model trained toward the dense one (METHODS.md §3.5, schedule sp), a short
+// run: --distill-steps steps of 2 windows of 256 tokens from the shipped calibration text (not
+// the perplexity text), then the same perplexity and tasks as above.
+const compared = JSON.parse(fs.readFileSync(path.join(values.out, 'compare.json'), 'utf8'));
+const before = compared.rows.find((r) => r.method === 'come');
+const dense = compared.rows.find((r) => r.method === 'dense');
+const steps = Number(values['distill-steps']);
+console.log(`\nlayerfold distill: CoMe's model healed toward the dense model, ${steps} steps × 2 windows × 256 tokens`);
+const teacher = await loadModel(modelPath);
+const student = await loadModel(path.join(values.out, 'come'));
+const healedDir = path.join(values.out, 'come+distill');
+const r = await student.distill({ teacher, steps, lr: 2e-4, batchSize: 2, seqLen: 256, windows: 64 });
+const ppl = await r.model.perplexity({ file: sharedFile('data/text/wikitext2_raw_test.txt') }, { seqLen: 512, maxWindows: Number(values.windows) });
+const evaluated = await r.model.evaluate({ limit: Number(values.limit), dataDir: process.env.LAYERFOLD_DATA ?? sharedFile('data/eval') });
+await r.model.save(healedDir, { force: true });
+const lossChart = path.join(values.out, 'come+distill-loss.png');
+fs.writeFileSync(lossChart, svgToPng(await lossCurveSvg(r.report, 'CoMe, SmolLM2 30 → 21')));
+const f = (x) => (x >= 1e4 ? x.toExponential(2) : x.toFixed(2));
+console.log(
+  `  ${r.report.tokens} tokens in ${r.report.seconds.toFixed(0)} s (${r.report.tokensPerSecond.toFixed(0)} tokens/s); ` +
+    `loss ${r.report.curve[0].loss.toFixed(3)} → ${r.report.curve.at(-1).loss.toFixed(3)}`,
+);
+console.log(`  come          perplexity ${f(before.ppl)}, average ${before.average.toFixed(2)} (${before.retained.toFixed(1)}% of dense ${dense.average.toFixed(2)})`);
+console.log(`  come+distill  perplexity ${f(ppl.ppl)}, average ${evaluated.average.toFixed(2)} (${((100 * evaluated.average) / dense.average).toFixed(1)}% of dense), saved to ${healedDir}, loss curve ${lossChart}`);
+for (const m of [r.model, student, teacher]) await m.dispose();
+
 const gguf = path.join(values.out, 'come.gguf');
 console.log(`\nCoMe model as GGUF (f16) for llama.cpp:`);
 run(['convert', path.join(values.out, 'come'), '--out', gguf, '--dtype', 'f16', '--force']);

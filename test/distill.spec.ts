@@ -68,6 +68,44 @@ describe('distill() with LoRA and the mp schedule', () => {
   });
 });
 
+describe('prune({distill}) and compare --distill', () => {
+  it('prune({distill}) is the prune followed by the same distill()', async () => {
+    await using teacher = await loadModel(stories());
+    const distill = { steps: 4, lr: 3e-3, seqLen: 64, windows: 8 };
+    const base = { method: 'come' as const, target: { removeLayers: 1 }, calibration: { seqLen: 64, nSamples: 4 } };
+    const healed = await teacher.prune({ ...base, distill });
+    await using healedModel = healed.model;
+    const pruned = await teacher.prune(base);
+    await using student = pruned.model;
+    const alone = await student.distill({ teacher, ...distill });
+    await using aloneModel = alone.model;
+    expect(healed.record).toEqual(pruned.record);
+    expect(healed.distill?.report.curve).toEqual(alone.report.curve);
+    expect(healedModel.provenance()?.distill?.teacher).toBe(stories());
+    // Bad distill options fail before the prune starts.
+    await expect(teacher.prune({ ...base, distill: { steps: 0 } })).rejects.toMatchObject({ code: 'E_CONFIG' });
+  });
+
+  it('compare --distill heals every method with one budget and adds a row for each', () => {
+    const dir = tmpDir();
+    const out = path.join(dir, 'cmp');
+    const r = run('compare', stories(), '--methods', 'drop-bi,come', '--remove-layers', '1', '--tasks', 'piqa', '--limit', '6', '--ppl-data', shared('data/text/wikitext2_raw_test.txt'), '--ppl-windows', '3', '--ppl-seq-len', '64', '--seq-len', '64', '--samples', '4', '--distill-steps', '12', '--distill-lr', '3e-3', '--distill-seq-len', '64', '--distill-windows', '8', '--save', '--out', out, '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const rows = r.json().rows;
+    expect(rows.map((x: { method: string }) => x.method)).toEqual(['dense', 'drop-bi', 'drop-bi+distill', 'come', 'come+distill']);
+    for (const m of ['drop-bi', 'come']) {
+      const [plain, healed] = [rows.find((x: { method: string }) => x.method === m), rows.find((x: { method: string }) => x.method === `${m}+distill`)];
+      expect(healed.distillSeconds).toBeGreaterThan(0);
+      expect(plain.distillSeconds ?? null).toBeNull();
+      expect(healed.record).toEqual(plain.record);
+      expect(healed.ppl).toBeLessThan(plain.ppl);
+      const saved = JSON.parse(fs.readFileSync(path.join(out, `${m}+distill`, 'layerfold.json'), 'utf8'));
+      expect(saved.distill.options).toMatchObject({ steps: 12, lr: 3e-3 });
+      expect(saved.distill.report.tokens).toBe(12 * 4 * 64);
+    }
+  });
+});
+
 /** SHA-256 of a file. */
 const digest = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
@@ -119,8 +157,13 @@ describe('layerfold distill', () => {
     const p = run('prune', stories(), '--method', 'come', '--remove-layers', '1', '--seq-len', '64', '--samples', '4', '--out', come, '--json');
     expect(p.status, p.stderr).toBe(0);
     const out = path.join(dir, 'healed');
-    const d = run('distill', come, '--teacher', stories(), '--steps', '5', '--seq-len', '32', '--windows', '4', '--out', out, '--json');
+    const chart = path.join(dir, 'loss.png');
+    const d = run('distill', come, '--teacher', stories(), '--steps', '5', '--seq-len', '32', '--windows', '4', '--out', out, '--chart', chart, '--json');
     expect(d.status, d.stderr).toBe(0);
+    // The loss curve as a PNG (its signature, and a size no empty chart has).
+    const png = fs.readFileSync(chart);
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+    expect(png.length).toBeGreaterThan(10_000);
     const result = d.json();
     expect(result.report.curve).toHaveLength(5);
     expect(result.out).toBe(path.resolve(out));

@@ -1,8 +1,10 @@
 /**
- * Heatmaps of layer-similarity matrices and grouped bar charts of comparisons, drawn by vega-lite (rendered to SVG by vega, headless)
+ * Heatmaps of layer-similarity matrices, grouped bar charts of comparisons and line charts of loss curves, drawn by vega-lite (rendered to SVG by vega, headless)
  * and rasterised to PNG by resvg — no hand-drawn graphics.
  */
 import { Resvg } from '@resvg/resvg-js';
+
+import type { DistillReport } from './generated/DistillReport';
 
 /** A square matrix with row/column labels as a vega-lite heatmap, as SVG. */
 export async function heatmapSvg(matrix: number[][], labels: string[], title: string): Promise<string> {
@@ -60,6 +62,44 @@ export async function groupedBarSvg(
   } as Parameters<typeof vl.compile>[0]).spec;
   const view = new vega.View(vega.parse(spec), { renderer: 'none' });
   return view.toSVG();
+}
+
+/**
+ * Lines over steps: one line per series (a loss term), as SVG; `values` holds `{step, series, value}`.
+ * The y axis is logarithmic when the values span more than a decade.
+ */
+export async function lineChartSvg(values: { step: number; series: string; value: number }[], title: string, yTitle: string): Promise<string> {
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
+  const positive = values.map((v) => v.value).filter((v) => v > 0);
+  const log = positive.length > 0 && Math.max(...positive) / Math.min(...positive) > 10;
+  const spec = vl.compile({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    data: { values: log ? values.filter((v) => v.value > 0) : values },
+    mark: { type: 'line', point: values.length <= 60 },
+    width: 480,
+    height: 260,
+    encoding: {
+      x: { field: 'step', type: 'quantitative', title: 'step' },
+      y: { field: 'value', type: 'quantitative', title: yTitle, scale: log ? { type: 'log' } : {} },
+      color: { field: 'series', type: 'nominal', title: null, scale: { scheme: 'tableau10' } },
+      tooltip: [{ field: 'step' }, { field: 'series' }, { field: 'value', format: '.4f' }],
+    },
+    config: { background: 'white' },
+  } as Parameters<typeof vl.compile>[0]).spec;
+  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
+  return view.toSVG();
+}
+
+/** A distillation's loss curve (loss, τ²·KL and the hidden-state term per step), as SVG. */
+export async function lossCurveSvg(report: DistillReport, title: string): Promise<string> {
+  const values = report.curve.flatMap((s) => [
+    { step: s.step, series: 'loss', value: s.loss },
+    { step: s.step, series: 'τ²·KL', value: s.kl },
+    { step: s.step, series: 'hidden-state MSE', value: s.mse },
+  ]);
+  return lineChartSvg(values, `${title}: distillation (${report.schedule}, ${report.trainable})`, 'per position');
 }
 
 /** PNG bytes of an SVG. */

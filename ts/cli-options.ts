@@ -5,6 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { z } from 'zod';
+import { SCHEDULES, TRAINABLE } from './config';
 
 interface JsonProperty {
   type?: string;
@@ -82,4 +83,34 @@ export function calibrationFromCli(opts: Record<string, unknown>, base: Record<s
     if (opts[flag] !== undefined) calibration[key] = opts[flag];
   }
   return calibration;
+}
+
+/** The flags of `prune --distill` and `compare --distill`: the most used distill() options. */
+const DISTILL_FLAGS = ['steps', 'lr', 'trainable', 'schedule', 'seqLen', 'windows', 'batchSize', 'loraRank', 'data'] as const;
+
+export function addDistillOptions(cmd: Command, what: string): Command {
+  cmd.option('--distill', `heal ${what} by distillation toward the input model (distill's defaults, or the config file's \`distill\`)`);
+  for (const key of DISTILL_FLAGS) {
+    const isNumber = !['trainable', 'schedule', 'data'].includes(key);
+    const option = new Option(`--distill-${kebab(key)} <${isNumber ? 'n' : 'value'}>`, `distill's ${key} (implies --distill)`);
+    if (key === 'trainable') option.choices(TRAINABLE);
+    if (key === 'schedule') option.choices(SCHEDULES);
+    if (isNumber) option.argParser((v: string) => (v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v));
+    cmd.addOption(option);
+  }
+  return cmd;
+}
+
+/** The distill options of `--distill*` flags over the config file's `distill`; undefined when none asks for it. */
+export function distillFromCli(opts: Record<string, unknown>, base: Record<string, unknown>): Record<string, unknown> | undefined {
+  const out: Record<string, unknown> = { ...((base.distill as Record<string, unknown>) ?? {}) };
+  let asked = Boolean(opts.distill) || base.distill !== undefined;
+  for (const key of DISTILL_FLAGS) {
+    const v = opts[`distill${key[0].toUpperCase()}${key.slice(1)}`];
+    if (v !== undefined) {
+      out[key] = v;
+      asked = true;
+    }
+  }
+  return asked ? out : undefined;
 }

@@ -153,11 +153,53 @@ export type MethodName = keyof typeof METHOD_OPTIONS;
 export const METHOD_NAMES = Object.keys(METHOD_OPTIONS) as MethodName[];
 const THRESHOLD_METHODS: readonly MethodName[] = ['laco', 'slm'];
 
+export const TRAINABLE = ['all', 'merged', 'lora'] as const;
+export const SCHEDULES = ['sp', 'mp'] as const;
+
+/** Distillation (METHODS.md §3.5): core's `DistillRequest`. */
+export const DistillOptionsSchema = z.strictObject({
+  steps: positiveInt().optional().describe('Optimizer steps. Default 100.'),
+  lr: z.number().positive().optional().describe('Peak learning rate (AdamW, cosine decay). Default 1e-4.'),
+  warmupSteps: z.int().min(0).optional().describe('Linear warm-up steps. Default: 10% of the steps.'),
+  weightDecay: z.number().min(0).optional().describe('Decoupled weight decay. Default 0.01.'),
+  maxGradNorm: z.number().positive().optional().describe('Global gradient-norm clipping. Default 1.'),
+  alpha: z.number().min(0).optional().describe('Weight of the logit KL term. Default 1.'),
+  beta: z.number().min(0).optional().describe('Weight of the hidden-state term (each layer against its group in the teacher). Default 1.'),
+  temperature: z.number().positive().optional().describe('KL temperature τ. Default 1.'),
+  batchSize: positiveInt().optional().describe('Training windows per micro-batch. Default 4.'),
+  accumulation: positiveInt().optional().describe('Micro-batches per step (gradient accumulation). Default 1.'),
+  trainable: z
+    .enum(TRAINABLE)
+    .optional()
+    .describe('What trains: all (every layer and the final norm), merged (the merged layers), or lora (rank-r adapters on the seven linears of every layer, merged into the weights at the end). Default all.'),
+  schedule: z
+    .enum(SCHEDULES)
+    .optional()
+    .describe('sp: train once on the whole loss; mp: first each layer that stands for several original layers alone (teacher state in, teacher state out), then globally. Default sp.'),
+  localSteps: z.int().min(0).optional().describe("mp: how many of the steps are local. Default 3/4 of the steps."),
+  loraRank: positiveInt().optional().describe('LoRA rank r. Default 8.'),
+  loraAlpha: z.number().positive().optional().describe('LoRA alpha: the update is scaled by alpha / r. Default 16.'),
+  seed: z.int().min(0).optional().describe("Seeds the order of the training windows and LoRA's initial adapters. Default 0."),
+  checkpointDir: z.string().min(1).optional().describe('Folder for resumable checkpoints (trained tensors, optimizer state, position), written atomically.'),
+  checkpointEvery: positiveInt().optional().describe('Steps between checkpoints. Default 25.'),
+  resume: z.boolean().optional().describe("Continue from checkpointDir's checkpoint: the result equals an uninterrupted run's, bit for bit on the CPU."),
+  data: z
+    .union([z.string().min(1), CalibrationSchema])
+    .optional()
+    .describe(
+      'Training text: a .txt or .jsonl file, or calibration options ({file, seqLen, nSamples, …}). It must not overlap the perplexity text. Default: the shipped WikiText-2 validation text.',
+    ),
+  seqLen: positiveInt().optional().describe('Tokens per training window. Default 256.'),
+  windows: positiveInt().optional().describe('Training windows cut from the text (chunked). Default 64.'),
+});
+export type DistillOptions = z.infer<typeof DistillOptionsSchema>;
+
 function methodSchema<M extends MethodName>(method: M) {
   return z.strictObject({
     method: z.literal(method),
     target: TargetSchema.describe('How much to remove: exactly one of removeLayers, ratio, threshold.'),
     calibration: CalibrationSchema.optional().describe('Calibration data; unset fields take the method\'s defaults.'),
+    distill: DistillOptionsSchema.optional().describe('Heal the pruned model toward the input model afterwards (distill() options).'),
     ...METHOD_OPTIONS[method],
   });
 }
@@ -219,7 +261,8 @@ export const CompareOptionsSchema = z
     pplData: z.string().min(1).optional().describe('Perplexity text (.txt or .jsonl). Default: no perplexity column.'),
     pplWindows: positiveInt().optional().describe('Perplexity windows (the first ones). Default 40.'),
     pplSeqLen: positiveInt().optional().describe('Tokens per perplexity window. Default min(512, context).'),
-    saveDir: z.string().min(1).optional().describe('Save each pruned model as a Hugging Face folder <saveDir>/<method>.'),
+    saveDir: z.string().min(1).optional().describe('Save each pruned model as a Hugging Face folder <saveDir>/<method> (healed ones as <method>+distill).'),
+    distill: DistillOptionsSchema.optional().describe('Heal every pruned model with the same distillation run (one budget for all): each method gets a second row, <method>+distill.'),
   })
   .superRefine((o, ctx) => {
     for (const m of Object.keys(o.methodOptions ?? {})) {
@@ -228,46 +271,6 @@ export const CompareOptionsSchema = z
   });
 export type CompareOptions = z.infer<typeof CompareOptionsSchema>;
 
-export const TRAINABLE = ['all', 'merged', 'lora'] as const;
-export const SCHEDULES = ['sp', 'mp'] as const;
-
-/** Distillation (METHODS.md §3.5): core's `DistillRequest`. */
-export const DistillOptionsSchema = z.strictObject({
-  steps: positiveInt().optional().describe('Optimizer steps. Default 100.'),
-  lr: z.number().positive().optional().describe('Peak learning rate (AdamW, cosine decay). Default 1e-4.'),
-  warmupSteps: z.int().min(0).optional().describe('Linear warm-up steps. Default: 10% of the steps.'),
-  weightDecay: z.number().min(0).optional().describe('Decoupled weight decay. Default 0.01.'),
-  maxGradNorm: z.number().positive().optional().describe('Global gradient-norm clipping. Default 1.'),
-  alpha: z.number().min(0).optional().describe('Weight of the logit KL term. Default 1.'),
-  beta: z.number().min(0).optional().describe('Weight of the hidden-state term (each layer against its group in the teacher). Default 1.'),
-  temperature: z.number().positive().optional().describe('KL temperature τ. Default 1.'),
-  batchSize: positiveInt().optional().describe('Training windows per micro-batch. Default 4.'),
-  accumulation: positiveInt().optional().describe('Micro-batches per step (gradient accumulation). Default 1.'),
-  trainable: z
-    .enum(TRAINABLE)
-    .optional()
-    .describe('What trains: all (every layer and the final norm), merged (the merged layers), or lora (rank-r adapters on the seven linears of every layer, merged into the weights at the end). Default all.'),
-  schedule: z
-    .enum(SCHEDULES)
-    .optional()
-    .describe('sp: train once on the whole loss; mp: first each layer that stands for several original layers alone (teacher state in, teacher state out), then globally. Default sp.'),
-  localSteps: z.int().min(0).optional().describe("mp: how many of the steps are local. Default 3/4 of the steps."),
-  loraRank: positiveInt().optional().describe('LoRA rank r. Default 8.'),
-  loraAlpha: z.number().positive().optional().describe('LoRA alpha: the update is scaled by alpha / r. Default 16.'),
-  seed: z.int().min(0).optional().describe("Seeds the order of the training windows and LoRA's initial adapters. Default 0."),
-  checkpointDir: z.string().min(1).optional().describe('Folder for resumable checkpoints (trained tensors, optimizer state, position), written atomically.'),
-  checkpointEvery: positiveInt().optional().describe('Steps between checkpoints. Default 25.'),
-  resume: z.boolean().optional().describe("Continue from checkpointDir's checkpoint: the result equals an uninterrupted run's, bit for bit on the CPU."),
-  data: z
-    .union([z.string().min(1), CalibrationSchema])
-    .optional()
-    .describe(
-      'Training text: a .txt or .jsonl file, or calibration options ({file, seqLen, nSamples, …}). It must not overlap the perplexity text. Default: the shipped WikiText-2 validation text.',
-    ),
-  seqLen: positiveInt().optional().describe('Tokens per training window. Default 256.'),
-  windows: positiveInt().optional().describe('Training windows cut from the text (chunked). Default 64.'),
-});
-export type DistillOptions = z.infer<typeof DistillOptionsSchema>;
 
 export const GenerateOptionsSchema = z.strictObject({
   maxTokens: positiveInt().optional().describe('New tokens at most; generation also stops after EOS. Default 32.'),

@@ -147,10 +147,12 @@ export interface DistillResult extends DistillRecord {
 }
 
 /** Everything `prune` records (also written as `layerfold.json` when the pruned model is saved). */
-export type PruneSummary = Omit<GeneratedPruneSummary, 'method' | 'options'> & {
+export type PruneSummary = Omit<GeneratedPruneSummary, 'method' | 'options' | 'distill'> & {
   method: MethodName;
   /** The method's options with defaults filled in. */
   options: Record<string, unknown>;
+  /** The distillation that healed the model (`prune({distill})`, or `distill()` on a pruned model). */
+  distill?: DistillRecord;
 };
 
 /** The result of {@link prune}: the pruned model (a new handle; the input is unchanged) and its summary. */

@@ -59,7 +59,8 @@ export function evalTable(r: EvalResult): string {
 export function compareTable(r: CompareResult): string {
   const tasks = r.rows[0]?.tasks.map((t) => t.task) ?? [];
   const short = (t: string) => t.replace('arc_challenge', 'arc_c').replace('arc_easy', 'arc_e').replace('openbookqa', 'obqa').replace('winogrande', 'wino').replace('hellaswag', 'hella');
-  const head = ['method', 'layers', 'params', 'ppl', ...tasks.map(short), 'avg', 'retained', 'prune s'];
+  const distilled = r.rows.some((row) => row.distillSeconds != null);
+  const head = ['method', 'layers', 'params', 'ppl', ...tasks.map(short), 'avg', 'retained', 'prune s', ...(distilled ? ['distill s'] : [])];
   const rows = r.rows.map((row) => [
     row.method,
     String(row.layers),
@@ -69,6 +70,7 @@ export function compareTable(r: CompareResult): string {
     row.average.toFixed(2),
     row.retained === null || row.retained === undefined ? 'n/a' : `${row.retained.toFixed(1)}%`,
     row.method === 'dense' ? '' : row.pruneSeconds.toFixed(1),
+    ...(distilled ? [row.distillSeconds != null ? row.distillSeconds.toFixed(1) : ''] : []),
   ]);
   const widths = head.map((h, j) => Math.max(h.length, ...rows.map((row) => row[j].length)));
   const line = (cells: string[]) => cells.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');

@@ -9,7 +9,7 @@ import { Command, Option } from 'commander';
 
 import { loadModel, type CompareResult } from '../index';
 import { CompareOptionsSchema, LoadOptionsSchema, METHOD_NAMES, validate } from '../config';
-import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
+import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, pickSchemaOptions } from '../cli-options';
 import { groupedBarSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
 import { LayerfoldError } from '../errors';
@@ -49,7 +49,8 @@ export function register(program: Command): void {
     .option('--force', 'replace a non-empty output folder')
     .option('--config <file>', 'options from a JSON or YAML file; flags override it')
     .option('--json', 'print one JSON object');
-  addSchemaOptions(cmd, CompareOptionsSchema, ['methods', 'target', 'calibration', 'methodOptions', 'tasks', 'pplData', 'saveDir']);
+  addSchemaOptions(cmd, CompareOptionsSchema, ['methods', 'target', 'calibration', 'methodOptions', 'tasks', 'pplData', 'saveDir', 'distill']);
+  addDistillOptions(cmd, 'every pruned model with one budget (a <method>+distill row each)');
   addSchemaOptions(cmd, LoadOptionsSchema);
   cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
     const json = Boolean(opts.json);
@@ -67,6 +68,7 @@ export function register(program: Command): void {
         calibration: calibrationFromCli(opts, base),
         ...(opts.tasks ? { tasks: opts.tasks } : {}),
         ...(pplData ? { pplData } : {}),
+        ...(distillFromCli(opts, base) ? { distill: distillFromCli(opts, base) } : {}),
       });
       const load = validate(LoadOptionsSchema, pickSchemaOptions(LoadOptionsSchema, opts));
       // No corpus ships with the package: the perplexity text is always named, or skipped.
@@ -78,7 +80,8 @@ export function register(program: Command): void {
       }
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
-      const inputs = [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...(pplData ? [pplData] : [])];
+      const distillData = typeof options.distill?.data === 'string' ? [options.distill.data] : [];
+      const inputs = [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...(pplData ? [pplData] : []), ...distillData];
       checkOutputFolder(out, inputs, Boolean(opts.force));
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       let result: CompareResult | undefined;

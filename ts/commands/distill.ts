@@ -3,6 +3,7 @@
  * train a pruned model toward the model it was pruned from (METHODS.md §3.5) and save it; its
  * `layerfold.json` keeps the merge record and adds the run, loss curve included.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 
@@ -14,6 +15,16 @@ import { readConfigFile } from '../config-file';
 import { checkSaveTarget } from '../output';
 import { distillTable } from '../report';
 import { runCommand } from './run';
+import { lossCurveSvg, svgToPng } from '../charts';
+import type { DistillReport } from '../index';
+
+/** The loss curve as a picture, written beside its final name and renamed into place. */
+async function writeLossChart(file: string, report: DistillReport, model: string): Promise<void> {
+  const svg = await lossCurveSvg(report, model);
+  const partial = `${file}.partial-${process.pid}`;
+  fs.writeFileSync(partial, file.endsWith('.svg') ? svg : svgToPng(svg));
+  fs.renameSync(partial, file);
+}
 
 export function register(program: Command): void {
   const cmd = program
@@ -26,6 +37,7 @@ export function register(program: Command): void {
     .addOption(new Option('--format <format>', 'safetensors (a folder) or gguf').choices(SAVE_FORMATS))
     .addOption(new Option('--dtype <dtype>', "dtype of the saved weights; default: the model's").choices(SAVE_DTYPES))
     .option('--force', 'replace a non-empty output folder')
+    .option('--chart <file>', 'also draw the loss curve (loss, KL, hidden-state term per step) to this .png or .svg file')
     .option('--config <file>', 'options from a JSON or YAML file; flags override it')
     .option('--json', 'print one JSON object');
   addSchemaOptions(cmd, DistillOptionsSchema, ['data']);
@@ -48,6 +60,7 @@ export function register(program: Command): void {
       await using trained = result.model;
       await trained.save(out, { ...save, signal, onProgress });
       const { model: _handle, ...record } = result;
+      if (opts.chart) await writeLossChart(opts.chart as string, record.report, path.basename(prunedPath));
       return { json: { ...record, out: path.resolve(out) }, text: distillTable(record, path.resolve(out)), warnings: record.warnings };
     });
   });

@@ -10,10 +10,10 @@ import { z } from 'zod';
 import { loadModel } from '../index';
 import { LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, SAVE_DTYPES, SAVE_FORMATS, validate } from '../config';
 import type { SaveOptions } from '../config';
-import { addCalibrationOptions, addSchemaOptions, calibrationFromCli, pickSchemaOptions } from '../cli-options';
+import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, pickSchemaOptions } from '../cli-options';
 import { readConfigFile } from '../config-file';
 import { checkSaveTarget } from '../output';
-import { pruneTable } from '../report';
+import { distillTable, pruneTable } from '../report';
 import { bindingifyCalibration } from '../bindingify';
 import { runCommand } from './run';
 
@@ -35,6 +35,8 @@ export function pruneOptionsFromCli(opts: Record<string, unknown>): Record<strin
   const calibration = calibrationFromCli(opts, base);
   if (Object.keys(calibration).length > 0) merged.calibration = calibration;
   for (const schema of methodOptionSchemas) Object.assign(merged, pickSchemaOptions(schema, opts));
+  const distill = distillFromCli(opts, base);
+  if (distill) merged.distill = distill;
   return merged;
 }
 
@@ -55,6 +57,7 @@ export function register(program: Command): void {
     .option('--config <file>', 'options from a JSON or YAML file; flags override it')
     .option('--json', 'print one JSON object');
   for (const schema of methodOptionSchemas) addSchemaOptions(cmd, schema);
+  addDistillOptions(cmd, 'the pruned model');
   addSchemaOptions(cmd, LoadOptionsSchema, ['dtype']);
   cmd.action(async (modelPath: string, opts: Record<string, unknown>) => {
     const json = Boolean(opts.json);
@@ -63,14 +66,16 @@ export function register(program: Command): void {
       const load = validate(LoadOptionsSchema, { device: opts.device });
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
+      const distillData = typeof options.distill?.data === 'string' ? [options.distill.data] : [];
       const save = { format: opts.format as SaveOptions['format'], dtype: opts.dtype as SaveOptions['dtype'], force: Boolean(opts.force) };
-      checkSaveTarget(out, [modelPath, ...(calibrationFile ? [calibrationFile] : [])], save);
+      checkSaveTarget(out, [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...distillData], save);
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });
       const result = await model.prune({ ...options, signal, onProgress });
       await using pruned = result.model;
       await pruned.save(out, { ...save, signal, onProgress });
       const { model: _handle, ...summary } = result;
-      return { json: { ...summary, out: path.resolve(out) }, text: pruneTable(summary, path.resolve(out)) };
+      const text = pruneTable(summary, path.resolve(out)) + (summary.distill ? distillTable(summary.distill) : '');
+      return { json: { ...summary, out: path.resolve(out) }, text };
     });
   });
 }

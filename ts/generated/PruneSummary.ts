@@ -16,4 +16,9 @@ options: JsonValue, target: Target, layersBefore: number, layersAfter: number, p
 /**
  * For each layer of the result, the original layers it came from (0-based; a tree).
  */
-record: Array<Origin>, calibration: CalibrationSummary | null, report: Report, seconds: number, };
+record: Array<Origin>, calibration: CalibrationSummary | null, report: Report, seconds: number, 
+/**
+ * The distillation run that healed the result, when one was asked for: teacher, training
+ * text, options, report (as under `distill` in `layerfold.json`).
+ */
+distill: unknown, };

@@ -52,6 +52,10 @@ pub struct CompareRequest {
     /// Save each pruned model as a Hugging Face folder `<saveDir>/<method>`.
     #[serde(default)]
     pub save_dir: Option<PathBuf>,
+    /// Heal every pruned model with the same distillation run (same steps, tokens and options,
+    /// so the comparison is fair): each method then gives a second row, `<method>+distill`.
+    #[serde(default)]
+    pub distill: Option<crate::distill::DistillRequest>,
 }
 
 /// One task's reported metric in a row.
@@ -81,6 +85,8 @@ pub struct CompareRow {
     pub retained: f64,
     /// Seconds the method took (0 for the dense model).
     pub prune_seconds: f64,
+    /// Seconds the distillation took (`<method>+distill` rows).
+    pub distill_seconds: Option<f64>,
     /// Seconds of perplexity and tasks.
     pub eval_seconds: f64,
     /// The merge record (dense: every layer once).
@@ -113,6 +119,9 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         ));
     }
     // Every method, option and target is checked before the first forward pass.
+    if let Some(d) = &req.distill {
+        crate::distill::check(&d.options()?)?;
+    }
     let mut requests = Vec::with_capacity(req.methods.len());
     for id in &req.methods {
         let m = methods::find(id)?;
@@ -124,6 +133,7 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
             options,
             target: req.target.clone(),
             calibration,
+            distill: None,
         });
     }
     let ppl_opts = PerplexityOptions {
@@ -161,6 +171,7 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
             average: eval.average,
             retained: 100.0,
             prune_seconds,
+            distill_seconds: None,
             eval_seconds: started.elapsed().as_secs_f64(),
             record: m.origins.clone(),
             warnings,
@@ -173,7 +184,22 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         if let Some(dir) = &req.save_dir {
             save(&pruned, &dir.join(id), &SaveOptions::default(), ctx)?;
         }
-        rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings)?);
+        rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings.clone())?);
+        if let Some(d) = &req.distill {
+            let started = Instant::now();
+            let healed = crate::distill::run(&pruned, model, d, ctx)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let name = format!("{id}+distill");
+            if let Some(dir) = &req.save_dir {
+                save(&healed, &dir.join(&name), &SaveOptions::default(), ctx)?;
+            }
+            let warnings = healed.provenance.as_ref().map_or(vec![], |p| {
+                serde_json::from_value(p["distill"]["warnings"].clone()).unwrap_or_default()
+            });
+            let mut row = measure(&healed, &name, summary.seconds, warnings)?;
+            row.distill_seconds = Some(seconds);
+            rows.push(row);
+        }
     }
     let dense = rows[0].average;
     for row in &mut rows {

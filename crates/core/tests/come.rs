@@ -204,6 +204,7 @@ fn come_request(method: &str, options: serde_json::Value, remove: usize) -> Prun
             n_samples: Some(4),
             ..Default::default()
         },
+        distill: None,
     }
 }
 

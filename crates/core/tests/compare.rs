@@ -23,6 +23,7 @@ fn request(method: &str) -> PruneRequest {
             n_samples: Some(8),
             ..CalibrationConfig::default()
         },
+        distill: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn teacher_and_student() -> (Model, Model) {
         options: serde_json::json!({}),
         target: Target { remove_layers: Some(1), ..Default::default() },
         calibration: calibration(4),
+        distill: None,
     };
     let (student, _) = prune(&teacher, &req, &RunContext::new()).unwrap();
     assert!(student.origins.iter().any(|o| o.is_merged()), "{:?}", student.origins);
@@ -486,6 +487,7 @@ fn mp_trains_each_spanning_layer_alone_then_globally() {
         options: serde_json::json!({}),
         target: Target { remove_layers: Some(1), ..Default::default() },
         calibration: calibration(4),
+        distill: None,
     };
     let (dropped, _) = prune(&teacher, &req, &RunContext::new()).unwrap();
     let (_, report) = distill(&dropped, &teacher, &data, &opts, &RunContext::new()).unwrap();

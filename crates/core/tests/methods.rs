@@ -27,7 +27,7 @@ fn request(
     target: Target,
     calib: CalibrationConfig,
 ) -> PruneRequest {
-    PruneRequest { method: method.into(), options, target, calibration: calib }
+    PruneRequest { method: method.into(), options, target, calibration: calib, distill: None }
 }
 
 fn remove(k: usize) -> Target {

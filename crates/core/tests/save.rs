@@ -98,6 +98,7 @@ fn check_pruned_round_trip(fixture: &str) {
             seed: calib["seed"].as_u64(),
             ..Default::default()
         },
+        distill: None,
     };
     let gguf = smollm2();
     let (pruned, summary) = prune(&load(&gguf), &request, &RunContext::new()).unwrap();

@@ -351,6 +351,7 @@ impl BindingModel {
                             average: row.average,
                             retained: finite(row.retained),
                             prune_seconds: row.prune_seconds,
+                            distill_seconds: row.distill_seconds,
                             eval_seconds: row.eval_seconds,
                             record: serde_json::to_string(&row.record)
                                 .expect("a record serialises"),

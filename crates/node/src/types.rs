@@ -255,6 +255,8 @@ pub struct BindingCompareRow {
     /// `average` as a percentage of the dense model's; null when the dense average is 0.
     pub retained: Option<f64>,
     pub prune_seconds: f64,
+    /// Seconds of distillation (`<method>+distill` rows).
+    pub distill_seconds: Option<f64>,
     pub eval_seconds: f64,
     /// The merge record as JSON (`[0, [1, 2], 3]`).
     pub record: String,

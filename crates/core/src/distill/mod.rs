@@ -313,6 +313,43 @@ fn in_layer(name: &str, k: usize) -> bool {
         .is_some_and(|i| i == k.to_string())
 }
 
+/// The options' own checks, which need no model: callers that prune first run them before.
+pub fn check(opts: &DistillOptions) -> Result<()> {
+    let positive = |field: &str, v: f64| {
+        if v > 0.0 && v.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::config(field, format!("must be positive and finite, got {v}")))
+        }
+    };
+    positive("lr", opts.lr)?;
+    positive("temperature", opts.loss.temperature)?;
+    positive("maxGradNorm", opts.max_grad_norm)?;
+    positive("loraAlpha", opts.lora.alpha)?;
+    if opts.local_steps > opts.steps || (opts.schedule == Schedule::Sp && opts.local_steps > 0) {
+        return Err(Error::config(
+            "localSteps",
+            format!("must be at most steps ({}) and is for the mp schedule only", opts.steps),
+        ));
+    }
+    let every = opts.checkpoint.as_ref().map_or(1, |c| c.every);
+    for (field, n) in [
+        ("steps", opts.steps),
+        ("batchSize", opts.batch_size),
+        ("accumulation", opts.accumulation),
+        ("loraRank", opts.lora.rank),
+        ("checkpointEvery", every),
+    ] {
+        if n == 0 {
+            return Err(Error::config(field, "must be at least 1"));
+        }
+    }
+    if opts.loss.alpha < 0.0 || opts.loss.beta < 0.0 || opts.loss.alpha + opts.loss.beta == 0.0 {
+        return Err(Error::config("alpha", "α and β must be ≥ 0 and not both 0"));
+    }
+    Ok(())
+}
+
 /// The checks a run needs before it starts; returns each student layer's last original layer.
 fn validate(
     student: &Model,
@@ -351,33 +388,7 @@ fn validate(
             Ok(last)
         })
         .collect::<Result<Vec<_>>>()?;
-    let positive = |field: &str, v: f64| {
-        if v > 0.0 && v.is_finite() {
-            Ok(())
-        } else {
-            Err(Error::config(field, format!("must be positive and finite, got {v}")))
-        }
-    };
-    positive("lr", opts.lr)?;
-    positive("temperature", opts.loss.temperature)?;
-    positive("maxGradNorm", opts.max_grad_norm)?;
-    positive("loraAlpha", opts.lora.alpha)?;
-    if opts.local_steps > opts.steps || (opts.schedule == Schedule::Sp && opts.local_steps > 0) {
-        return Err(Error::config(
-            "localSteps",
-            format!("must be at most steps ({}) and is for the mp schedule only", opts.steps),
-        ));
-    }
-    for (field, n) in
-        [("steps", opts.steps), ("batchSize", opts.batch_size), ("accumulation", opts.accumulation)]
-    {
-        if n == 0 {
-            return Err(Error::config(field, "must be at least 1"));
-        }
-    }
-    if opts.loss.alpha < 0.0 || opts.loss.beta < 0.0 || opts.loss.alpha + opts.loss.beta == 0.0 {
-        return Err(Error::config("alpha", "α and β must be ≥ 0 and not both 0"));
-    }
+    check(opts)?;
     let Some(first) = windows.first() else {
         return Err(Error::Data {
             message: "the training text gives no window to train on".into(),
@@ -399,7 +410,7 @@ pub const DATA_DEFAULTS: CalibrationDefaults =
 
 /// A distillation request as the bindings send it (JSON): unset fields take [`DistillOptions`]'
 /// defaults, the warm-up 10% of the steps.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DistillRequest {
     pub steps: Option<usize>,

@@ -117,6 +117,9 @@ pub struct PruneRequest {
     pub target: Target,
     #[serde(default)]
     pub calibration: CalibrationConfig,
+    /// Heal the pruned model toward the input model afterwards (METHODS.md §3.5).
+    #[serde(default)]
+    pub distill: Option<crate::distill::DistillRequest>,
 }
 
 /// One scored candidate of a step. `layers` are positions in the model at that step; `original`
@@ -225,6 +228,11 @@ pub struct PruneSummary {
     pub calibration: Option<CalibrationSummary>,
     pub report: Report,
     pub seconds: f64,
+    /// The distillation run that healed the result, when one was asked for: teacher, training
+    /// text, options, report (as under `distill` in `layerfold.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(type = "unknown"))]
+    pub distill: Option<serde_json::Value>,
 }
 
 /// A registry entry.
@@ -308,6 +316,9 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
     // Options and target are checked before any calibration work.
     let options = (m.check)(&req.options)?;
     let goal = req.target.resolve(model, m.accepts_threshold, m.id)?;
+    if let Some(d) = &req.distill {
+        crate::distill::check(&d.options()?)?;
+    }
     let calib = match m.calibration {
         Some(defaults) => {
             ctx.report(Stage::Tokenize, 0, 1);
@@ -339,6 +350,7 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
         calibration: calib.map(|c| c.summary),
         report: out.report,
         seconds: started.elapsed().as_secs_f64(),
+        distill: None,
     };
     let mut pruned = out.model;
     if m.calibration.is_some() {
@@ -346,7 +358,12 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
     }
     pruned.provenance =
         Some(serde_json::to_value(&summary).map_err(|e| Error::Internal(e.to_string()))?);
-    Ok((pruned, summary))
+    let Some(d) = &req.distill else { return Ok((pruned, summary)) };
+    // The teacher is the model just pruned; the record goes into the summary as into the file.
+    let healed = crate::distill::run(&pruned, model, d, ctx)?;
+    let mut summary = summary;
+    summary.distill = healed.provenance.as_ref().map(|p| p["distill"].clone());
+    Ok((healed, summary))
 }
 
 /// Right-padded batches of about 4096 tokens: one forward pass each.

@@ -8,7 +8,7 @@
 //
 //   npm run bench:distill -- [--methods come,drop-bi] [--schedules sp,mp] [--trainable all,lora]
 //                            [--steps 40] [--batch-size 2] [--seq-len 256] [--windows 64]
-//                            [--lr 2e-4] [--lora-lr 1e-3] [--limit 100] [--eval-before]
+//                            [--lr 2e-4] [--lora-lr 1e-3] [--limit 100] [--eval-before] [--alpha A] [--beta B]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,6 +36,8 @@ const options = {
   limit: { type: 'string', default: '100' },
   'ppl-windows': { type: 'string', default: '40' },
   'eval-before': { type: 'boolean', default: false },
+  alpha: { type: 'string' },
+  beta: { type: 'string' },
   one: { type: 'string' },
 };
 const { values: a } = parseArgs({ options });
@@ -60,6 +62,9 @@ async function one(method, schedule, trainable) {
     lr: Number(trainable === 'lora' ? a['lora-lr'] : a.lr),
     schedule,
     trainable,
+    heldOut: pplText,
+    ...(a.alpha ? { alpha: Number(a.alpha) } : {}),
+    ...(a.beta ? { beta: Number(a.beta) } : {}),
   });
   const seconds = (performance.now() - t) / 1000;
   const rss = peakMb();

@@ -89,8 +89,9 @@ console.log(`\nlayerfold distill: CoMe's model healed toward the dense model, ${
 const teacher = await loadModel(modelPath);
 const student = await loadModel(path.join(values.out, 'come'));
 const healedDir = path.join(values.out, 'come+distill');
-const r = await student.distill({ teacher, steps, lr: 2e-4, batchSize: 2, seqLen: 256, windows: 64 });
-const ppl = await r.model.perplexity({ file: sharedFile('data/text/wikitext2_raw_test.txt') }, { seqLen: 512, maxWindows: Number(values.windows) });
+const pplText = sharedFile('data/text/wikitext2_raw_test.txt');
+const r = await student.distill({ teacher, steps, lr: 2e-4, batchSize: 2, seqLen: 256, windows: 64, heldOut: pplText });
+const ppl = await r.model.perplexity({ file: pplText }, { seqLen: 512, maxWindows: Number(values.windows) });
 const evaluated = await r.model.evaluate({ limit: Number(values.limit), dataDir: process.env.LAYERFOLD_DATA ?? sharedFile('data/eval') });
 await r.model.save(healedDir, { force: true });
 const lossChart = path.join(values.out, 'come+distill-loss.png');

@@ -176,5 +176,10 @@ describe('layerfold distill', () => {
     expect(bad.status).toBe(2);
     expect(bad.json().error.code).toBe('E_CONFIG');
     expect(fs.existsSync(path.join(dir, 'bad'))).toBe(false);
+    // Training on the text the model is measured on is refused.
+    const valid = shared('data/text/wikitext2_valid_tokenized.txt');
+    const leak = run('distill', come, '--teacher', stories(), '--data', valid, '--held-out', valid, '--steps', '2', '--out', path.join(dir, 'leak'), '--json');
+    expect(leak.status).toBe(2);
+    expect(leak.json().error.message).toContain('held-out text');
   });
 });

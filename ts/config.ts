@@ -189,6 +189,11 @@ export const DistillOptionsSchema = z.strictObject({
     .describe(
       'Training text: a .txt or .jsonl file, or calibration options ({file, seqLen, nSamples, …}). It must not overlap the perplexity text. Default: the shipped WikiText-2 validation text.',
     ),
+  heldOut: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('The text the model will be measured on (the perplexity text): training windows sharing 32 tokens in a row with it are refused (E_CONFIG). compare --distill holds out its pplData.'),
   seqLen: positiveInt().optional().describe('Tokens per training window. Default 256.'),
   windows: positiveInt().optional().describe('Training windows cut from the text (chunked). Default 64.'),
 });

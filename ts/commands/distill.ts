@@ -53,7 +53,8 @@ export function register(program: Command): void {
       const teacherPath = opts.teacher as string;
       const save = { format: opts.format as SaveOptions['format'], dtype: opts.dtype as SaveOptions['dtype'], force: Boolean(opts.force) };
       const dataFile = typeof options.data === 'string' ? [options.data] : options.data?.file ? [options.data.file] : [];
-      checkSaveTarget(out, [prunedPath, teacherPath, ...dataFile], save);
+      const heldOut = options.heldOut ? [options.heldOut] : [];
+      checkSaveTarget(out, [prunedPath, teacherPath, ...dataFile, ...heldOut], save);
       await using student = await loadModel(prunedPath, { ...load, signal, onProgress });
       await using teacher = await loadModel(teacherPath, { ...load, signal, onProgress });
       const result = await student.distill({ ...options, teacher, signal, onProgress });

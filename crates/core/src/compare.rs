@@ -187,7 +187,12 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings.clone())?);
         if let Some(d) = &req.distill {
             let started = Instant::now();
-            let healed = crate::distill::run(&pruned, model, d, ctx)?;
+            // The perplexity text is held out of the training text.
+            let d = crate::distill::DistillRequest {
+                held_out: d.held_out.clone().or_else(|| req.ppl_data.clone()),
+                ..d.clone()
+            };
+            let healed = crate::distill::run(&pruned, model, &d, ctx)?;
             let seconds = started.elapsed().as_secs_f64();
             let name = format!("{id}+distill");
             if let Some(dir) = &req.save_dir {

@@ -539,3 +539,35 @@ fn lora_adapters_merge_into_the_weights() {
         .unwrap();
     assert!(diff < 1e-4 && base > 1e-2, "merged vs adapters {diff:e}, adapters vs base {base:e}");
 }
+
+/// Training text that the result will be measured on is refused: the held-out file itself, and
+/// a text that contains one of its passages; WikiText-2's validation text against its test text
+/// (the defaults of the demo and `compare --distill`) passes, and the record names both.
+#[test]
+fn training_text_must_not_overlap_the_held_out_text() {
+    let (teacher, student) = teacher_and_student();
+    let valid = shared("data/text/wikitext2_valid_tokenized.txt");
+    let test = shared("data/text/wikitext2_raw_test.txt");
+    let req = |held_out: &std::path::Path, data: CalibrationConfig| DistillRequest {
+        steps: Some(1),
+        held_out: Some(held_out.to_path_buf()),
+        data,
+        ..Default::default()
+    };
+    let err =
+        run(&student, &teacher, &req(&valid, calibration(4)), &RunContext::new()).unwrap_err();
+    assert_eq!(err.code(), "E_CONFIG");
+    assert!(err.to_string().contains("held-out text"), "{err}");
+    // One passage of the test text inside otherwise unrelated training text.
+    let passage: String =
+        std::fs::read_to_string(&test).unwrap().chars().skip(5000).take(600).collect();
+    let text = format!("{} {passage}", "Once upon a time there was a little cat. ".repeat(8));
+    let inline =
+        CalibrationConfig { file: None, text: Some(text), n_samples: Some(8), ..calibration(8) };
+    let err = run(&student, &teacher, &req(&test, inline), &RunContext::new()).unwrap_err();
+    assert!(err.to_string().contains("held-out text"), "{err}");
+    let ok = run(&student, &teacher, &req(&test, calibration(16)), &RunContext::new()).unwrap();
+    let record = &ok.provenance.as_ref().unwrap()["distill"];
+    assert_eq!(record["heldOut"], test.display().to_string());
+    assert_eq!(record["data"]["source"], valid.display().to_string());
+}

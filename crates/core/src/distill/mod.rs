@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::calib::text::{join_documents, TextSource};
 use crate::calib::{CalibrationConfig, CalibrationDefaults, CalibrationKind, CalibrationSet};
 use crate::context::{RunContext, Stage, TrainingProgress};
 use crate::error::{Error, Result};
@@ -434,6 +435,9 @@ pub struct DistillRequest {
     pub checkpoint_every: Option<usize>,
     /// Continues from `checkpointDir`'s checkpoint.
     pub resume: Option<bool>,
+    /// Text the trained model will be measured on (the perplexity text): a training window that
+    /// shares [`OVERLAP_TOKENS`] tokens in a row with it is refused.
+    pub held_out: Option<PathBuf>,
     /// The training text, cut into windows ([`DATA_DEFAULTS`]).
     #[serde(default)]
     pub data: CalibrationConfig,
@@ -507,11 +511,17 @@ pub fn run(
     let opts = req.options()?;
     let max_len = student.config.max_position_embeddings;
     let set = CalibrationSet::build(&student.tokenizer, max_len, &req.data, DATA_DEFAULTS)?;
+    if let Some(file) = &req.held_out {
+        let documents = TextSource::File(file.clone()).documents()?;
+        let held_out = student.tokenizer.encode_with_bos(&join_documents(&documents))?;
+        check_held_out(&set.samples, &held_out, file)?;
+    }
     let (mut model, report) = distill(student, teacher, &set.samples, &opts, ctx)?;
     let mut provenance = student.provenance.clone().unwrap_or_else(|| serde_json::json!({}));
     provenance["distill"] = serde_json::json!({
         "teacher": teacher.path.display().to_string(),
         "data": set.summary,
+        "heldOut": req.held_out,
         "warnings": set.warnings,
         "options": opts,
         "report": report,
@@ -522,4 +532,46 @@ pub fn run(
         model.inputs.push(file.clone());
     }
     Ok(model)
+}
+
+/// Tokens in a row a training window may share with the held-out text **(ours)**: long enough
+/// that common phrases do not count, short enough that a copied sentence does.
+pub const OVERLAP_TOKENS: usize = 32;
+
+/// Refuses training windows that share [`OVERLAP_TOKENS`] tokens in a row with `held_out`, the
+/// text the result will be measured on: training on it would make the measurement meaningless.
+pub fn check_held_out(
+    windows: &[Vec<u32>],
+    held_out: &[u32],
+    file: &std::path::Path,
+) -> Result<()> {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let hash = |s: &[u32]| {
+        let mut h = DefaultHasher::new();
+        s.hash(&mut h);
+        h.finish()
+    };
+    let n = OVERLAP_TOKENS;
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (at, s) in held_out.windows(n).enumerate() {
+        seen.entry(hash(s)).or_insert(at);
+    }
+    for (k, w) in windows.iter().enumerate() {
+        for (i, s) in w.windows(n).enumerate() {
+            let Some(&at) = seen.get(&hash(s)) else { continue };
+            if held_out[at..at + n] == *s {
+                return Err(Error::config(
+                    "data",
+                    format!(
+                        "training window {k} shares {n} tokens in a row (from its token {i}) with the \
+                         held-out text `{}` (its token {at}): train on text the model is not \
+                         measured on",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

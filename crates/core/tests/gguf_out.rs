@@ -10,6 +10,7 @@ use std::io::Cursor;
 use candle_core::quantized::gguf_file::{Content, Value};
 use common::*;
 use layerfold_core::model::decoder::{NoObserver, TokenBatch};
+use layerfold_core::model::origin::Origin;
 use layerfold_core::model::save::{save, SaveDType, SaveFormat, SaveOptions};
 use layerfold_core::{Model, RunContext};
 
@@ -28,6 +29,8 @@ fn read_content(path: &std::path::Path) -> Content {
 fn pruned_smollm2(dir: &std::path::Path, dtype: SaveDType) -> (Model, std::path::PathBuf) {
     let mut model = load(&smollm2());
     model.remove_layers(&(0..model.num_layers()).filter(|i| i % 3 == 2).collect::<Vec<_>>());
+    model.provenance =
+        Some(serde_json::json!({ "method": "every-third", "record": model.origins }));
     let out = dir.join(format!("smol-{dtype:?}.gguf"));
     let opts = SaveOptions { dtype: Some(dtype), ..SaveOptions::default() };
     let summary = save(&model, &out, &opts, &RunContext::new()).unwrap();
@@ -41,6 +44,10 @@ fn f32_gguf_reloads_with_equal_logits_and_llama_cpp_metadata() {
     let (model, out) = pruned_smollm2(dir.path(), SaveDType::F32);
     let reloaded = load(&out);
     assert_eq!(reloaded.num_layers(), 20);
+    // The merge record comes back from `layerfold.provenance` (a pruned GGUF can be distilled).
+    assert_eq!(reloaded.origins, model.origins);
+    assert_ne!(reloaded.origins, (0..20).map(Origin::Layer).collect::<Vec<_>>());
+    assert_eq!(reloaded.provenance.as_ref().unwrap()["method"], "every-third");
     let text = "The quick brown fox jumps over the lazy dog. 12345";
     let ids = model.tokenizer.encode_with_bos(text).unwrap();
     assert_eq!(reloaded.tokenizer.encode_with_bos(text).unwrap(), ids, "the tokenizer survives");

@@ -175,25 +175,29 @@ pub struct Model {
     pub inputs: Vec<PathBuf>,
 }
 
-/// The merge record and provenance of a folder layerfold saved (`layerfold.json`), so that a
-/// pruned model loaded back still knows which original layers each of its layers came from
-/// (distillation needs it); the identity record for any other folder.
-fn saved_record(dir: &Path, layers: usize) -> Result<(Vec<Origin>, Option<serde_json::Value>)> {
-    let path = dir.join(save::PROVENANCE_FILE);
-    if !path.exists() {
+/// The merge record and provenance of a model layerfold saved (`layerfold.json` in a folder,
+/// `layerfold.provenance` in a GGUF file), so that a pruned model loaded back still knows which
+/// original layers each of its layers came from (distillation needs it); the identity record for
+/// any other model. `source` names where the text came from, for messages.
+fn saved_record(
+    text: Option<&str>,
+    path: &Path,
+    source: &'static str,
+    layers: usize,
+) -> Result<(Vec<Origin>, Option<serde_json::Value>)> {
+    let Some(text) = text else {
         return Ok(((0..layers).map(Origin::Layer).collect(), None));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    };
     let doc: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::format(&path, "layerfold.json", e))?;
+        serde_json::from_str(text).map_err(|e| Error::format(path, source, e))?;
     let record: Vec<Origin> = serde_json::from_value(doc["record"].clone()).map_err(|e| {
-        Error::format(&path, "layerfold.json", format!("its `record` is not a merge record: {e}"))
+        Error::format(path, source, format!("its `record` is not a merge record: {e}"))
     })?;
     if record.len() != layers {
         return Err(Error::format(
-            &path,
-            "layerfold.json",
-            format!("its record has {} layers, config.json {layers}", record.len()),
+            path,
+            source,
+            format!("its record has {} layers, the model {layers}", record.len()),
         ));
     }
     Ok((record, Some(doc)))
@@ -252,7 +256,13 @@ impl Model {
         )?;
         tokenizer.check_fits(config.vocab_size, &dir.join("tokenizer.json"))?;
         let lm = weights::build(&config, &weights, dtype, device, ctx)?;
-        let (origins, provenance) = saved_record(dir, config.num_hidden_layers)?;
+        let saved = dir.join(save::PROVENANCE_FILE);
+        let text = match saved.exists() {
+            true => Some(std::fs::read_to_string(&saved).map_err(|e| Error::io(&saved, e))?),
+            false => None,
+        };
+        let (origins, provenance) =
+            saved_record(text.as_deref(), &saved, "layerfold.json", config.num_hidden_layers)?;
         let existing = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
         Ok(Self {
             config,
@@ -283,7 +293,12 @@ impl Model {
         let tokenizer = file.tokenizer()?;
         tokenizer.check_fits(config.vocab_size, path)?;
         let lm = weights::build(&config, &file, dtype, device, ctx)?;
-        let origins = (0..config.num_hidden_layers).map(Origin::Layer).collect();
+        let (origins, provenance) = saved_record(
+            file.provenance(),
+            path,
+            "GGUF file (its layerfold.provenance)",
+            config.num_hidden_layers,
+        )?;
         Ok(Self {
             config,
             hf_config,
@@ -295,7 +310,7 @@ impl Model {
             passthrough: Passthrough::default(),
             quantization: file.quantization_summary(),
             origins,
-            provenance: None,
+            provenance,
             inputs: vec![path.to_path_buf()],
         })
     }

@@ -263,6 +263,17 @@ fn bad_options_are_config_errors() {
     let err = distill(&student, &teacher, &[], &DistillOptions::default(), &RunContext::new())
         .unwrap_err();
     assert_eq!(err.code(), "E_DATA");
+    // A teacher of another architecture or width.
+    let mut other = teacher.clone();
+    other.config.architecture = layerfold_core::model::config::Architecture::Qwen3;
+    let err = distill(&student, &other, &data, &DistillOptions::default(), &RunContext::new())
+        .unwrap_err();
+    assert!(err.code() == "E_CONFIG" && err.to_string().contains("Qwen3"), "{err}");
+    let mut wide = teacher.clone();
+    wide.config.hidden_size *= 2;
+    let err = distill(&student, &wide, &data, &DistillOptions::default(), &RunContext::new())
+        .unwrap_err();
+    assert!(err.code() == "E_CONFIG" && err.to_string().contains("hidden size"), "{err}");
     // A teacher with fewer layers than the merge record names.
     let mut short = teacher.clone();
     short.lm.layers.truncate(2);

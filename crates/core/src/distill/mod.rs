@@ -359,6 +359,15 @@ fn validate(
     opts: &DistillOptions,
 ) -> Result<Vec<usize>> {
     let (s, t) = (&student.config, &teacher.config);
+    if s.architecture != t.architecture {
+        return Err(Error::config(
+            "teacher",
+            format!(
+                "it is a {:?} model, the student a {:?} one: give the model the student was pruned from",
+                t.architecture, s.architecture
+            ),
+        ));
+    }
     for (what, a, b) in [
         ("hidden size", s.hidden_size, t.hidden_size),
         ("vocabulary", s.vocab_size, t.vocab_size),

@@ -96,13 +96,14 @@ const evaluated = await r.model.evaluate({ limit: Number(values.limit), dataDir:
 await r.model.save(healedDir, { force: true });
 const lossChart = path.join(values.out, 'come+distill-loss.png');
 fs.writeFileSync(lossChart, svgToPng(await lossCurveSvg(r.report, 'CoMe, SmolLM2 30 → 21')));
-const f = (x) => (x >= 1e4 ? x.toExponential(2) : x.toFixed(2));
+const f = (x) => (x == null ? 'n/a' : x >= 1e4 ? x.toExponential(2) : x.toFixed(2));
+const pct = (x) => (x == null || !Number.isFinite(x) ? 'n/a' : `${x.toFixed(1)}%`);
 console.log(
   `  ${r.report.tokens} tokens in ${r.report.seconds.toFixed(0)} s (${r.report.tokensPerSecond.toFixed(0)} tokens/s); ` +
     `loss ${r.report.curve[0].loss.toFixed(3)} → ${r.report.curve.at(-1).loss.toFixed(3)}`,
 );
-console.log(`  come          perplexity ${f(before.ppl)}, average ${before.average.toFixed(2)} (${before.retained.toFixed(1)}% of dense ${dense.average.toFixed(2)})`);
-console.log(`  come+distill  perplexity ${f(ppl.ppl)}, average ${evaluated.average.toFixed(2)} (${((100 * evaluated.average) / dense.average).toFixed(1)}% of dense), saved to ${healedDir}, loss curve ${lossChart}`);
+console.log(`  come          perplexity ${f(before.ppl)}, average ${before.average.toFixed(2)} (${pct(before.retained)} of dense ${dense.average.toFixed(2)})`);
+console.log(`  come+distill  perplexity ${f(ppl.ppl)}, average ${evaluated.average.toFixed(2)} (${pct((100 * evaluated.average) / dense.average)} of dense), saved to ${healedDir}, loss curve ${lossChart}`);
 for (const m of [r.model, student, teacher]) await m.dispose();
 
 const gguf = path.join(values.out, 'come.gguf');

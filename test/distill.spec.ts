@@ -84,6 +84,10 @@ describe('prune({distill}) and compare --distill', () => {
     expect(healedModel.provenance()?.distill?.teacher).toBe(stories());
     // Bad distill options fail before the prune starts.
     await expect(teacher.prune({ ...base, distill: { steps: 0 } })).rejects.toMatchObject({ code: 'E_CONFIG' });
+    const wiki = shared('data/text/wikitext2_raw_test.txt');
+    const started = Date.now();
+    await expect(teacher.prune({ ...base, distill: { data: wiki, heldOut: wiki } })).rejects.toThrow(/held-out text/);
+    expect(Date.now() - started, 'the overlap is found before the prune runs').toBeLessThan(5000);
   });
 
   it('compare --distill heals every method with one budget and adds a row for each', () => {

@@ -72,12 +72,13 @@ export async function lineChartSvg(values: { step: number; series: string; value
   const vega = await import('vega');
   const vl = await import('vega-lite');
   const positive = values.map((v) => v.value).filter((v) => v > 0);
-  const log = positive.length > 0 && Math.max(...positive) / Math.min(...positive) > 10;
+  const [lo, hi] = positive.reduce(([a, b], v) => [Math.min(a, v), Math.max(b, v)], [Infinity, 0]);
+  const log = positive.length > 0 && hi / lo > 10;
   const spec = vl.compile({
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
     data: { values: log ? values.filter((v) => v.value > 0) : values },
-    mark: { type: 'line', point: values.length <= 60 },
+    mark: { type: 'line', point: new Set(values.map((v) => v.step)).size <= 60 },
     width: 480,
     height: 260,
     encoding: {

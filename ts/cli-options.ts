@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { z } from 'zod';
-import { SCHEDULES, TRAINABLE } from './config';
+import { SCHEDULES, TRAINABLE, type DistillOptions } from './config';
 
 interface JsonProperty {
   type?: string;
@@ -113,4 +113,11 @@ export function distillFromCli(opts: Record<string, unknown>, base: Record<strin
     }
   }
   return asked ? out : undefined;
+}
+
+/** The files a distillation reads besides the models: its training text and held-out text. */
+export function distillInputFiles(d: DistillOptions | undefined): string[] {
+  if (!d) return [];
+  const data = typeof d.data === 'string' ? d.data : d.data?.file;
+  return [...(data ? [data] : []), ...(d.heldOut ? [d.heldOut] : [])];
 }

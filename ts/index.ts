@@ -354,7 +354,7 @@ export class Model {
    * Trains this pruned model toward `teacher`, the model it was pruned from (METHODS.md §3.5):
    * temperature-scaled KL of the logits plus each layer's hidden state against the teacher's at the
    * end of that layer's group in the merge record. Neither model changes.
-   * @throws LayerfoldError `E_CONFIG` (options; a teacher of another width, vocabulary or depth), `E_DATA` (empty training text), `E_NOT_FOUND`, `E_ABORTED`
+   * @throws LayerfoldError `E_CONFIG` (options; a teacher of another architecture, width, vocabulary or depth; training text overlapping `heldOut`; a checkpoint of another run), `E_DATA` (empty training text), `E_OUTPUT_EXISTS` (a checkpoint folder holding a checkpoint, without `resume`), `E_DISK_FULL`, `E_MODEL_FORMAT` (a corrupt checkpoint), `E_NOT_FOUND`, `E_ABORTED`
    */
   async distill(options: DistillOptions & { teacher: Model } & RunOptions): Promise<DistillResult> {
     const { teacher, ...rest } = options;

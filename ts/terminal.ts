@@ -26,6 +26,8 @@ export function progressBar(quiet: boolean): { onProgress?: (p: Progress) => voi
   const payload = (p: Progress) => {
     const t = p.training;
     if (!t) return {};
+    // The rate counts from the first step this process ran (a resumed run's first report has none).
+    if (since.tokens < 0) since = { time: Date.now(), tokens: t.tokens };
     const seconds = (Date.now() - since.time) / 1000;
     const rate = seconds > 0 ? (t.tokens - since.tokens) / seconds : 0;
     return { loss: t.loss.toFixed(4), kl: t.kl.toFixed(4), mse: t.mse.toFixed(4), rate: rate.toFixed(0) };
@@ -36,7 +38,7 @@ export function progressBar(quiet: boolean): { onProgress?: (p: Progress) => voi
       if (p.stage !== stage || !bar) {
         clear();
         stage = p.stage;
-        since = { time: Date.now(), tokens: p.training?.tokens ?? 0 };
+        since = { time: Date.now(), tokens: p.training?.tokens ?? -1 };
         const format =
           p.stage === 'distill'
             ? 'distill  [{bar}] step {value}/{total} loss {loss} (kl {kl}, hidden {mse}) {rate} tok/s, {eta_formatted} left'

@@ -9,7 +9,7 @@ import { Command, Option } from 'commander';
 
 import { loadModel, type CompareResult } from '../index';
 import { CompareOptionsSchema, LoadOptionsSchema, METHOD_NAMES, validate } from '../config';
-import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, pickSchemaOptions } from '../cli-options';
+import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, distillInputFiles, pickSchemaOptions } from '../cli-options';
 import { groupedBarSvg, svgToPng } from '../charts';
 import { readConfigFile } from '../config-file';
 import { LayerfoldError } from '../errors';
@@ -80,7 +80,7 @@ export function register(program: Command): void {
       }
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
-      const distillData = typeof options.distill?.data === 'string' ? [options.distill.data] : [];
+      const distillData = distillInputFiles(options.distill);
       const inputs = [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...(pplData ? [pplData] : []), ...distillData];
       checkOutputFolder(out, inputs, Boolean(opts.force));
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });

@@ -3,27 +3,25 @@
  * train a pruned model toward the model it was pruned from (METHODS.md §3.5) and save it; its
  * `layerfold.json` keeps the merge record and adds the run, loss curve included.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 
 import { loadModel } from '../index';
 import { DistillOptionsSchema, LoadOptionsSchema, SAVE_DTYPES, SAVE_FORMATS, validate } from '../config';
 import type { SaveOptions } from '../config';
-import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
+import { addSchemaOptions, distillInputFiles, pickSchemaOptions } from '../cli-options';
 import { readConfigFile } from '../config-file';
-import { checkSaveTarget } from '../output';
+import { checkOutputFile, checkSaveTarget, writeOutputFile } from '../output';
+import { LayerfoldError } from '../errors';
 import { distillTable } from '../report';
 import { runCommand } from './run';
 import { lossCurveSvg, svgToPng } from '../charts';
 import type { DistillReport } from '../index';
 
-/** The loss curve as a picture, written beside its final name and renamed into place. */
-async function writeLossChart(file: string, report: DistillReport, model: string): Promise<void> {
+/** The loss curve as SVG text, or PNG bytes for any other extension. */
+async function lossChart(file: string, report: DistillReport, model: string): Promise<string | Buffer> {
   const svg = await lossCurveSvg(report, model);
-  const partial = `${file}.partial-${process.pid}`;
-  fs.writeFileSync(partial, file.endsWith('.svg') ? svg : svgToPng(svg));
-  fs.renameSync(partial, file);
+  return file.toLowerCase().endsWith('.svg') ? svg : svgToPng(svg);
 }
 
 export function register(program: Command): void {
@@ -52,16 +50,22 @@ export function register(program: Command): void {
       const out = opts.out as string;
       const teacherPath = opts.teacher as string;
       const save = { format: opts.format as SaveOptions['format'], dtype: opts.dtype as SaveOptions['dtype'], force: Boolean(opts.force) };
-      const dataFile = typeof options.data === 'string' ? [options.data] : options.data?.file ? [options.data.file] : [];
-      const heldOut = options.heldOut ? [options.heldOut] : [];
-      checkSaveTarget(out, [prunedPath, teacherPath, ...dataFile, ...heldOut], save);
+      const inputs = [prunedPath, teacherPath, ...distillInputFiles(options)];
+      checkSaveTarget(out, inputs, save);
+      if (opts.chart) checkOutputFile(opts.chart as string, [...inputs, out], save.force);
+      if (options.checkpointDir) {
+        const [ckpt, target] = [path.resolve(options.checkpointDir), path.resolve(out)];
+        if (ckpt === target || ckpt.startsWith(target + path.sep) || target.startsWith(ckpt + path.sep)) {
+          throw new LayerfoldError('E_CONFIG', 'invalid option `checkpointDir`: it may not be the output folder, lie inside it or hold it');
+        }
+      }
       await using student = await loadModel(prunedPath, { ...load, signal, onProgress });
       await using teacher = await loadModel(teacherPath, { ...load, signal, onProgress });
       const result = await student.distill({ ...options, teacher, signal, onProgress });
       await using trained = result.model;
       await trained.save(out, { ...save, signal, onProgress });
       const { model: _handle, ...record } = result;
-      if (opts.chart) await writeLossChart(opts.chart as string, record.report, path.basename(prunedPath));
+      if (opts.chart) writeOutputFile(opts.chart as string, inputs, await lossChart(opts.chart as string, record.report, path.basename(prunedPath)), true);
       return { json: { ...record, out: path.resolve(out) }, text: distillTable(record, path.resolve(out)), warnings: record.warnings };
     });
   });

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { loadModel } from '../index';
 import { LoadOptionsSchema, METHOD_NAMES, METHOD_OPTIONS, PruneOptionsSchema, SAVE_DTYPES, SAVE_FORMATS, validate } from '../config';
 import type { SaveOptions } from '../config';
-import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, pickSchemaOptions } from '../cli-options';
+import { addCalibrationOptions, addDistillOptions, addSchemaOptions, calibrationFromCli, distillFromCli, distillInputFiles, pickSchemaOptions } from '../cli-options';
 import { readConfigFile } from '../config-file';
 import { checkSaveTarget } from '../output';
 import { distillTable, pruneTable } from '../report';
@@ -66,7 +66,7 @@ export function register(program: Command): void {
       const load = validate(LoadOptionsSchema, { device: opts.device });
       const out = opts.out as string;
       const calibrationFile = bindingifyCalibration(options.calibration).file;
-      const distillData = typeof options.distill?.data === 'string' ? [options.distill.data] : [];
+      const distillData = distillInputFiles(options.distill);
       const save = { format: opts.format as SaveOptions['format'], dtype: opts.dtype as SaveOptions['dtype'], force: Boolean(opts.force) };
       checkSaveTarget(out, [modelPath, ...(calibrationFile ? [calibrationFile] : []), ...distillData], save);
       await using model = await loadModel(modelPath, { ...load, signal, onProgress });

@@ -119,9 +119,27 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         ));
     }
     // Every method, option and target is checked before the first forward pass.
-    if let Some(d) = &req.distill {
-        crate::distill::check(&d.options()?)?;
-    }
+    // One distillation request for every method, each with its own checkpoint folder; the
+    // perplexity text is held out of the training text. Checked before any work.
+    let distill = req
+        .distill
+        .as_ref()
+        .map(|d| {
+            let per_method = |id: &str| crate::distill::DistillRequest {
+                held_out: d.held_out.clone().or_else(|| req.ppl_data.clone()),
+                checkpoint_dir: d.checkpoint_dir.as_ref().map(|dir| dir.join(id)),
+                ..d.clone()
+            };
+            req.methods
+                .iter()
+                .map(|id| {
+                    let r = per_method(id);
+                    let prepared = r.prepare(model)?;
+                    Ok((r, prepared))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
     let mut requests = Vec::with_capacity(req.methods.len());
     for id in &req.methods {
         let m = methods::find(id)?;
@@ -178,29 +196,23 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
         })
     };
     let mut rows = vec![measure(model, DENSE, 0.0, vec![])?];
-    for prune_req in &requests {
+    for (k, prune_req) in requests.iter().enumerate() {
         let id = &prune_req.method;
         let (pruned, summary) = methods::prune(model, prune_req, ctx)?;
         if let Some(dir) = &req.save_dir {
             save(&pruned, &dir.join(id), &SaveOptions::default(), ctx)?;
         }
         rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings.clone())?);
-        if let Some(d) = &req.distill {
+        if let Some((d, prepared)) = distill.as_ref().map(|all| &all[k]) {
             let started = Instant::now();
-            // The perplexity text is held out of the training text.
-            let d = crate::distill::DistillRequest {
-                held_out: d.held_out.clone().or_else(|| req.ppl_data.clone()),
-                ..d.clone()
-            };
-            let healed = crate::distill::run(&pruned, model, &d, ctx)?;
+            let healed = crate::distill::run_prepared(&pruned, model, d, prepared, ctx)?;
             let seconds = started.elapsed().as_secs_f64();
             let name = format!("{id}+distill");
             if let Some(dir) = &req.save_dir {
                 save(&healed, &dir.join(&name), &SaveOptions::default(), ctx)?;
             }
-            let warnings = healed.provenance.as_ref().map_or(vec![], |p| {
-                serde_json::from_value(p["distill"]["warnings"].clone()).unwrap_or_default()
-            });
+            let mut warnings = summary.report.warnings.clone();
+            warnings.extend(prepared.set.warnings.iter().cloned());
             let mut row = measure(&healed, &name, summary.seconds, warnings)?;
             row.distill_seconds = Some(seconds);
             rows.push(row);

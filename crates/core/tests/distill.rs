@@ -582,3 +582,34 @@ fn training_text_must_not_overlap_the_held_out_text() {
     assert_eq!(record["heldOut"], test.display().to_string());
     assert_eq!(record["data"]["source"], valid.display().to_string());
 }
+
+/// A checkpoint names its student by its starting weights too: a folder pruned again with other
+/// options (same path, same record) is another run. A model layerfold did not prune distills,
+/// saves and loads back with the identity record.
+#[test]
+fn checkpoints_know_their_student_and_unpruned_models_round_trip() {
+    let (teacher, student) = teacher_and_student();
+    let data = windows(&student, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 1, resume: false };
+    let opts = DistillOptions {
+        steps: 2,
+        checkpoint: Some(ckpt.clone()),
+        ..short_run(Schedule::Sp, Trainable::All)
+    };
+    distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
+    let mut other = student.clone();
+    other.lm.norm =
+        RmsNorm { weight: (&student.lm.norm.weight * 1.5).unwrap(), eps: student.lm.norm.eps };
+    let resume =
+        DistillOptions { checkpoint: Some(Checkpointing { resume: true, ..ckpt }), ..opts };
+    let err = distill(&other, &teacher, &data, &resume, &RunContext::new()).unwrap_err();
+    assert!(err.to_string().contains("the student"), "{err}");
+
+    let req = DistillRequest { steps: Some(1), data: calibration(4), ..Default::default() };
+    let healed = run(&teacher, &teacher, &req, &RunContext::new()).unwrap();
+    let out = dir.path().join("healed");
+    layerfold_core::model::save::save(&healed, &out, &Default::default(), &RunContext::new())
+        .unwrap();
+    assert_eq!(load(&out).origins, teacher.origins);
+}

@@ -80,6 +80,20 @@ impl RunIdentity {
     }
 }
 
+/// SHA-256 of named tensors' values (as f32), hex.
+pub fn digest(tensors: &[(String, candle_core::Var)]) -> Result<String> {
+    let mut hash = Sha256::new();
+    for (name, t) in tensors {
+        hash.update(name.as_bytes());
+        let values: Vec<f32> =
+            t.as_tensor().flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        for v in values {
+            hash.update(v.to_le_bytes());
+        }
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A run's position after `step` optimizer steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
@@ -97,22 +111,13 @@ impl Checkpointing {
     pub fn open(&self, inputs: &[PathBuf], run: &RunIdentity) -> Result<Option<Saved>> {
         OutputTarget::check(&self.dir, inputs, true)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        self.check_fresh()?;
         let path = self.dir.join(CHECKPOINT_FILE);
         if !path.exists() {
             return Ok(None);
         }
-        let saved = Saved::read(&path)?;
-        if !self.resume {
-            return Err(Error::OutputExists {
-                path: self.dir.clone(),
-                hint: format!(
-                    "it holds a distillation checkpoint at step {}: resume it (--resume) or \
-                     choose an empty folder",
-                    saved.position.step
-                ),
-            });
-        }
-        if let Some(what) = saved.run.difference(run) {
+        let (saved_run, _) = read_header(&path)?;
+        if let Some(what) = saved_run.difference(run) {
             return Err(Error::config(
                 "checkpointDir",
                 format!(
@@ -122,7 +127,25 @@ impl Checkpointing {
                 ),
             ));
         }
-        Ok(Some(saved))
+        Ok(Some(Saved::read(&path)?))
+    }
+
+    /// Refuses a folder that already holds a checkpoint when not resuming, reading only the
+    /// file's header.
+    pub fn check_fresh(&self) -> Result<()> {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        if self.resume || !path.exists() {
+            return Ok(());
+        }
+        let step = read_header(&path).ok().map(|(_, p)| p.step);
+        Err(Error::OutputExists {
+            path: self.dir.clone(),
+            hint: format!(
+                "it holds a distillation checkpoint{}: resume it (--resume) or choose an empty \
+                 folder",
+                step.map(|s| format!(" at step {s}")).unwrap_or_default()
+            ),
+        })
     }
 
     /// Writes the state after `position.step` steps. On failure the previous checkpoint stays.
@@ -204,6 +227,43 @@ fn write_safetensors(
     f.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)
 }
 
+fn bad_checkpoint(path: &Path, reason: String) -> Error {
+    Error::ModelFormat {
+        path: path.to_path_buf(),
+        format: "layerfold distillation checkpoint",
+        reason,
+    }
+}
+
+/// The run and position a checkpoint names, from its header alone.
+fn read_header(path: &Path) -> Result<(RunIdentity, Position)> {
+    use std::io::Read;
+    let bad = |reason: String| bad_checkpoint(path, reason);
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| bad("it is shorter than a safetensors header".into()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(bad(format!("its header claims {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|_| bad("its header is cut short".into()))?;
+    let doc: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    metadata_of(&doc["__metadata__"], path)
+}
+
+/// The run and position from a checkpoint's safetensors metadata.
+fn metadata_of(meta: &serde_json::Value, path: &Path) -> Result<(RunIdentity, Position)> {
+    let bad = |reason: String| bad_checkpoint(path, reason);
+    if meta["format"].as_str() != Some(FORMAT) {
+        return Err(bad(format!("its format is not {FORMAT}")));
+    }
+    let field = |key: &str| meta[key].as_str().ok_or_else(|| bad(format!("no `{key}` entry")));
+    let run = serde_json::from_str(field("run")?).map_err(|e| bad(e.to_string()))?;
+    let position = serde_json::from_str(field("position")?).map_err(|e| bad(e.to_string()))?;
+    Ok((run, position))
+}
+
 /// A checkpoint as read back.
 pub struct Saved {
     pub run: RunIdentity,
@@ -214,21 +274,9 @@ pub struct Saved {
 
 impl Saved {
     fn read(path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::ModelFormat {
-            path: path.to_path_buf(),
-            format: "layerfold distillation checkpoint",
-            reason,
-        };
+        let bad = |reason: String| bad_checkpoint(path, reason);
+        let (run, position) = read_header(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("its format is not {FORMAT}")));
-        }
-        let field = |key: &str| meta.get(key).ok_or_else(|| bad(format!("no `{key}` entry")));
-        let run = serde_json::from_str(field("run")?).map_err(|e| bad(e.to_string()))?;
-        let position = serde_json::from_str(field("position")?).map_err(|e| bad(e.to_string()))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self { run, position, tensors, path: path.to_path_buf() })

@@ -1,7 +1,8 @@
 //! The distillation loss of METHODS.md §3.5 for one batch:
 //! `α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ))` (mean over positions)
 //! `+ β·Σ_k ‖h^S_{k+1} − h^T_{e(k)+1}‖² / ‖h^T_{e(k)+1}‖²` (mean over positions), where `e(k)` is
-//! the last original layer of student layer `k`'s group in the merge record.
+//! the last original layer of student layer `k`'s group in the merge record (after a dropped
+//! block, the block's last layer: see `distill::stands_for`).
 //!
 //! The logits never exist for the whole batch: the LM head runs chunk by chunk on a detached copy
 //! of the student's final state, each chunk's KL gradient (kernels' `kl_div_grad`) is taken back
@@ -101,7 +102,7 @@ pub struct TeacherTargets {
     states: Vec<Tensor>,
 }
 
-/// Student layer `k`'s group ends at original layer `ends[k]`: the teacher's `h_{ends[k]+1}`.
+/// Student layer `k`'s target is the teacher's `h_{ends[k]}`.
 pub fn teacher_targets(
     teacher: &CausalLm,
     cfg: &Config,
@@ -109,7 +110,7 @@ pub fn teacher_targets(
     ends: &[usize],
     check: &dyn Fn() -> Result<()>,
 ) -> Result<TeacherTargets> {
-    let mut states = States::new(ends.iter().map(|e| e + 1).collect());
+    let mut states = States::new(ends.to_vec());
     let h_hat = teacher.forward(cfg, batch, &mut states, check)?;
     Ok(TeacherTargets { final_state: h_hat.flatten_to(1)?.detach(), states: states.rows()? })
 }

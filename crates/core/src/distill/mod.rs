@@ -22,6 +22,7 @@ use crate::calib::{CalibrationConfig, CalibrationDefaults, CalibrationKind, Cali
 use crate::context::{RunContext, Stage, TrainingProgress};
 use crate::error::{Error, Result};
 use crate::model::decoder::TokenBatch;
+use crate::model::origin::Origin;
 use crate::Model;
 use checkpoint::{Checkpointing, Position, RunIdentity};
 use loss::{local_loss_and_grads, loss_and_grads, teacher_targets, LossParts, LossWeights, Span};
@@ -95,8 +96,8 @@ pub enum Schedule {
     /// state at the start of its span to the state at its end; then a global phase. The local
     /// phase's inputs are the teacher's states, so each layer's training does not depend on the
     /// others' and runs after the last merge: the same as after each merge for every layer of
-    /// the final model **(ours)**. A layer's span runs to the next layer's first original layer,
-    /// so a layer before a dropped block (drop-bi, SLEB) learns to stand for the block too.
+    /// the final model **(ours)**. A layer before a dropped block (drop-bi, SLEB) stands for the
+    /// block too (`stands_for`).
     Mp,
 }
 
@@ -150,14 +151,21 @@ pub fn distill(
     opts: &DistillOptions,
     ctx: &RunContext,
 ) -> Result<(Model, DistillReport)> {
-    let ends = validate(student, teacher, windows, opts)?;
+    let ranges = validate(student, teacher, windows, opts)?;
+    let ends: Vec<usize> = ranges.iter().map(|s| s.end).collect();
     let started = Instant::now();
     let trainee =
         Student::new(&student.lm, &student.origins, opts.trainable, opts.lora, opts.seed)?;
+    if trainee.vars.is_empty() {
+        return Err(Error::config(
+            "trainable",
+            "the student has no merged layer to train: train `all` or `lora`",
+        ));
+    }
     let parameters = trainee.vars.iter().map(|(_, v)| v.elem_count()).sum();
     let spans = match opts.schedule {
         Schedule::Sp => vec![],
-        Schedule::Mp => spans(student, teacher, &trainee),
+        Schedule::Mp => local_spans(&ranges, &trainee),
     };
     let local_steps = if spans.is_empty() { 0 } else { opts.local_steps };
     // The variables one phase updates, each phase with a fresh optimizer: a variable that joins
@@ -174,18 +182,28 @@ pub fn distill(
     let (mut names, mut vars) = phase_vars(local_steps > 0);
     let mut optimizer = AdamW::new(vars.clone(), params)?;
 
-    let run = RunIdentity::new(
-        serde_json::to_value(opts).expect("options serialise"),
-        serde_json::json!({ "path": student.path, "record": student.origins }),
-        serde_json::json!({ "path": teacher.path, "layers": teacher.lm.layers.len() }),
-        windows,
-    );
+    // The student is named by its path, record, dtype and the digest of its trained tensors as
+    // they start (a folder pruned again by other options has the same path and record).
+    let run = match &opts.checkpoint {
+        Some(_) => Some(RunIdentity::new(
+            serde_json::to_value(opts).expect("options serialise"),
+            serde_json::json!({
+                "path": student.path,
+                "record": student.origins,
+                "dtype": format!("{:?}", student.lm.dtype()),
+                "weights": checkpoint::digest(&trainee.vars)?,
+            }),
+            serde_json::json!({ "path": teacher.path, "layers": teacher.lm.layers.len() }),
+            windows,
+        )),
+        None => None,
+    };
     let mut at = Position { step: 0, cursor: 0, tokens: 0, curve: Vec::with_capacity(opts.steps) };
     let (mut resumed_from, mut resumed_tokens) = (None, 0);
-    if let Some(c) = &opts.checkpoint {
+    if let (Some(c), Some(run)) = (&opts.checkpoint, &run) {
         let mut inputs = student.inputs.clone();
         inputs.extend(teacher.inputs.iter().cloned());
-        if let Some(saved) = c.open(&inputs, &run)? {
+        if let Some(saved) = c.open(&inputs, run)? {
             // A checkpoint at the phase boundary holds the local optimizer; the loop switches.
             let global = saved.position.step > local_steps;
             if global && local_steps > 0 {
@@ -249,21 +267,36 @@ pub fn distill(
         if opts.accumulation > 1 {
             scale_grads(&mut grads, &vars, 1.0 / k)?;
         }
-        let grad_norm = clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
+        let grad_norm = if local {
+            // The local problems are separate: each layer is clipped by its own norm.
+            let mut sq = 0f64;
+            for span in &spans {
+                let own: Vec<Var> = names
+                    .iter()
+                    .zip(&vars)
+                    .filter(|(n, _)| in_layer(n, span.layer))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                sq += clip_grad_norm(&mut grads, &own, opts.max_grad_norm)?.powi(2);
+            }
+            sq.sqrt()
+        } else {
+            clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?
+        };
         let (phase_step, phase_len) = if local {
             (at.step, local_steps)
         } else {
             (at.step - local_steps, opts.steps - local_steps)
         };
         // Each phase warms up over its share of the warm-up steps.
-        let warmup = opts.warmup_steps * phase_len / opts.steps;
+        let warmup = (opts.warmup_steps * phase_len).div_ceil(opts.steps);
         let lr = learning_rate(phase_step, phase_len, warmup, opts.lr);
         optimizer.step(&grads, lr)?;
         at.step += 1;
         at.curve.push(StepLog { step: at.step, local, lr, parts: sum / k, grad_norm });
-        if let Some(c) = &opts.checkpoint {
+        if let (Some(c), Some(run)) = (&opts.checkpoint, &run) {
             if at.step.is_multiple_of(c.every) && at.step < opts.steps {
-                c.save(&run, &at, &names, &optimizer)?;
+                c.save(run, &at, &names, &optimizer)?;
             }
         }
         let parts = sum / k;
@@ -294,16 +327,12 @@ pub fn distill(
 }
 
 /// `mp`'s local problems: each student layer that has variables and stands for more than one
-/// original layer, from its group's first original layer to the next group's (or the end).
-fn spans(student: &Model, teacher: &Model, trainee: &Student) -> Vec<Span> {
-    let firsts: Vec<usize> = student.origins.iter().map(|o| o.layers()[0]).collect();
-    (0..firsts.len())
-        .map(|k| Span {
-            layer: k,
-            start: firsts[k],
-            end: firsts.get(k + 1).copied().unwrap_or(teacher.lm.layers.len()),
-        })
+/// original layer.
+fn local_spans(ranges: &[Span], trainee: &Student) -> Vec<Span> {
+    ranges
+        .iter()
         .filter(|s| s.end - s.start > 1 && trainee.vars.iter().any(|(n, _)| in_layer(n, s.layer)))
+        .copied()
         .collect()
 }
 
@@ -327,6 +356,12 @@ pub fn check(opts: &DistillOptions) -> Result<()> {
     positive("temperature", opts.loss.temperature)?;
     positive("maxGradNorm", opts.max_grad_norm)?;
     positive("loraAlpha", opts.lora.alpha)?;
+    if opts.warmup_steps > opts.steps {
+        return Err(Error::config(
+            "warmupSteps",
+            format!("must be at most steps ({})", opts.steps),
+        ));
+    }
     if opts.local_steps > opts.steps || (opts.schedule == Schedule::Sp && opts.local_steps > 0) {
         return Err(Error::config(
             "localSteps",
@@ -351,13 +386,13 @@ pub fn check(opts: &DistillOptions) -> Result<()> {
     Ok(())
 }
 
-/// The checks a run needs before it starts; returns each student layer's last original layer.
+/// The checks a run needs before it starts; returns what each student layer stands for.
 fn validate(
     student: &Model,
     teacher: &Model,
     windows: &[Vec<u32>],
     opts: &DistillOptions,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<Span>> {
     let (s, t) = (&student.config, &teacher.config);
     if s.architecture != t.architecture {
         return Err(Error::config(
@@ -381,23 +416,17 @@ fn validate(
         }
     }
     let teacher_layers = teacher.lm.layers.len();
-    let ends = student
-        .origins
-        .iter()
-        .map(|o| {
-            let last = *o.layers().last().expect("an origin names a layer");
-            if last >= teacher_layers {
-                return Err(Error::config(
-                    "teacher",
-                    format!(
-                        "the student's merge record names layer {last}, but the teacher has \
-                         {teacher_layers} layers"
-                    ),
-                ));
-            }
-            Ok(last)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    if let Some(last) =
+        student.origins.iter().flat_map(|o| o.layers()).find(|&l| l >= teacher_layers)
+    {
+        return Err(Error::config(
+            "teacher",
+            format!(
+                "the student's merge record names layer {last}, but the teacher has \
+                 {teacher_layers} layers"
+            ),
+        ));
+    }
     check(opts)?;
     let Some(first) = windows.first() else {
         return Err(Error::Data {
@@ -411,7 +440,23 @@ fn validate(
              `sampled`",
         ));
     }
-    Ok(ends)
+    Ok(stands_for(&student.origins, teacher_layers))
+}
+
+/// The teacher states each student layer maps between: layer `k` takes `h_start` (the embeddings
+/// for the first layer) and should give `h_end`, the input of the next layer's group (`ĥ`'s
+/// input, `h_L`, for the last). For a merge this is its group, `h_a → h_{b+1}` (METHODS.md
+/// §3.5's `e(k) + 1`); a layer before a dropped block (drop-bi, SLEB) stands for the block too
+/// **(ours)**, so that what each layer is trained to give is what the next one was trained on.
+fn stands_for(origins: &[Origin], teacher_layers: usize) -> Vec<Span> {
+    let firsts: Vec<usize> = origins.iter().map(|o| o.layers()[0]).collect();
+    (0..firsts.len())
+        .map(|k| Span {
+            layer: k,
+            start: if k == 0 { 0 } else { firsts[k] },
+            end: firsts.get(k + 1).copied().unwrap_or(teacher_layers),
+        })
+        .collect()
 }
 
 /// The training text's defaults **(ours)**: 64 chunked windows of 256 tokens.
@@ -517,16 +562,82 @@ pub fn run(
     req: &DistillRequest,
     ctx: &RunContext,
 ) -> Result<Model> {
-    let opts = req.options()?;
-    let max_len = student.config.max_position_embeddings;
-    let set = CalibrationSet::build(&student.tokenizer, max_len, &req.data, DATA_DEFAULTS)?;
-    if let Some(file) = &req.held_out {
-        let documents = TextSource::File(file.clone()).documents()?;
-        let held_out = student.tokenizer.encode_with_bos(&join_documents(&documents))?;
-        check_held_out(&set.samples, &held_out, file)?;
+    let prepared = req.prepare(teacher)?;
+    run_prepared(student, teacher, req, &prepared, ctx)
+}
+
+/// A request's options and training windows, checked: what can be checked before there is a
+/// student (`prune({distill})` and `compare` run this before pruning).
+pub struct Prepared {
+    pub options: DistillOptions,
+    pub set: CalibrationSet,
+}
+
+impl DistillRequest {
+    /// The options checked, the training text cut with `teacher`'s tokenizer (the student's is
+    /// the same) and checked against the held-out text, the LoRA rank against the model's
+    /// linears, and a checkpoint folder that holds a checkpoint refused unless resuming.
+    pub fn prepare(&self, teacher: &Model) -> Result<Prepared> {
+        let opts = self.options()?;
+        check(&opts)?;
+        if opts.trainable == Trainable::Lora {
+            let smallest = teacher
+                .lm
+                .layers
+                .iter()
+                .flat_map(|l| {
+                    let a = &l.self_attn;
+                    [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                        .into_iter()
+                        .chain([&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
+                        .map(|lin| lin.weight.dims().iter().copied().min().unwrap_or(0))
+                })
+                .min()
+                .unwrap_or(0);
+            if opts.lora.rank > smallest {
+                return Err(Error::config(
+                    "loraRank",
+                    format!("must be at most {smallest}, the smallest dimension of a linear"),
+                ));
+            }
+        }
+        if let Some(c) = &opts.checkpoint {
+            c.check_fresh()?;
+        }
+        let max_len = teacher.config.max_position_embeddings;
+        let set = CalibrationSet::build(&teacher.tokenizer, max_len, &self.data, DATA_DEFAULTS)?;
+        if let Some(first) = set.samples.first() {
+            if set.samples.iter().any(|w| w.len() != first.len()) {
+                return Err(Error::config(
+                    "data",
+                    "training windows must share one length: cut them `chunked` or `sampled`",
+                ));
+            }
+        }
+        if let Some(file) = &self.held_out {
+            let documents = TextSource::File(file.clone()).documents()?;
+            let held_out = teacher.tokenizer.encode_with_bos(&join_documents(&documents))?;
+            check_held_out(&set.samples, &held_out, file)?;
+        }
+        Ok(Prepared { options: opts, set })
     }
-    let (mut model, report) = distill(student, teacher, &set.samples, &opts, ctx)?;
-    let mut provenance = student.provenance.clone().unwrap_or_else(|| serde_json::json!({}));
+}
+
+/// [`run`] on a request already prepared.
+pub fn run_prepared(
+    student: &Model,
+    teacher: &Model,
+    req: &DistillRequest,
+    prepared: &Prepared,
+    ctx: &RunContext,
+) -> Result<Model> {
+    let (opts, set) = (&prepared.options, &prepared.set);
+    let (mut model, report) = distill(student, teacher, &set.samples, opts, ctx)?;
+    // A model layerfold did not prune gets the identity record, so that it loads back.
+    let mut provenance = student
+        .provenance
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({ "record": student.origins }));
     provenance["distill"] = serde_json::json!({
         "teacher": teacher.path.display().to_string(),
         "data": set.summary,

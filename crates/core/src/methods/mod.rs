@@ -316,9 +316,8 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
     // Options and target are checked before any calibration work.
     let options = (m.check)(&req.options)?;
     let goal = req.target.resolve(model, m.accepts_threshold, m.id)?;
-    if let Some(d) = &req.distill {
-        crate::distill::check(&d.options()?)?;
-    }
+    // The distillation's options and training text are checked before any pruning work.
+    let distill = req.distill.as_ref().map(|d| d.prepare(model)).transpose()?;
     let calib = match m.calibration {
         Some(defaults) => {
             ctx.report(Stage::Tokenize, 0, 1);
@@ -358,9 +357,9 @@ pub fn prune(model: &Model, req: &PruneRequest, ctx: &RunContext) -> Result<(Mod
     }
     pruned.provenance =
         Some(serde_json::to_value(&summary).map_err(|e| Error::Internal(e.to_string()))?);
-    let Some(d) = &req.distill else { return Ok((pruned, summary)) };
+    let (Some(d), Some(prepared)) = (&req.distill, &distill) else { return Ok((pruned, summary)) };
     // The teacher is the model just pruned; the record goes into the summary as into the file.
-    let healed = crate::distill::run(&pruned, model, d, ctx)?;
+    let healed = crate::distill::run_prepared(&pruned, model, d, prepared, ctx)?;
     let mut summary = summary;
     summary.distill = healed.provenance.as_ref().map(|p| p["distill"].clone());
     Ok((healed, summary))

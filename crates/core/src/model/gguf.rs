@@ -301,13 +301,14 @@ impl GgufFile {
         })
     }
 
-    /// `tokenizer_config.json` for a saved GGUF model: the special tokens by name, and the generic
-    /// fast tokenizer class so that transformers uses `tokenizer.json` as it is.
     /// What layerfold wrote under `layerfold.provenance` when it saved this file (a pruned
     /// model's record and report, as `layerfold.json` holds them in a folder).
     pub fn provenance(&self) -> Option<&str> {
         metadata_str(&self.content, "layerfold.provenance")
     }
+
+    /// `tokenizer_config.json` for a saved GGUF model: the special tokens by name, and the generic
+    /// fast tokenizer class so that transformers uses `tokenizer.json` as it is.
 
     pub fn tokenizer_config(&self) -> serde_json::Value {
         let tokens = metadata_strings(&self.content, "tokenizer.ggml.tokens").unwrap_or_default();

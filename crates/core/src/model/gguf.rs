@@ -309,7 +309,6 @@ impl GgufFile {
 
     /// `tokenizer_config.json` for a saved GGUF model: the special tokens by name, and the generic
     /// fast tokenizer class so that transformers uses `tokenizer.json` as it is.
-
     pub fn tokenizer_config(&self) -> serde_json::Value {
         let tokens = metadata_strings(&self.content, "tokenizer.ggml.tokens").unwrap_or_default();
         let name = |key: &str| {

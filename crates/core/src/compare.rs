@@ -121,25 +121,23 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
     // Every method, option and target is checked before the first forward pass.
     // One distillation request for every method, each with its own checkpoint folder; the
     // perplexity text is held out of the training text. Checked before any work.
-    let distill = req
-        .distill
-        .as_ref()
-        .map(|d| {
-            let per_method = |id: &str| crate::distill::DistillRequest {
+    let distill = match &req.distill {
+        Some(d) => {
+            let d = crate::distill::DistillRequest {
                 held_out: d.held_out.clone().or_else(|| req.ppl_data.clone()),
-                checkpoint_dir: d.checkpoint_dir.as_ref().map(|dir| dir.join(id)),
                 ..d.clone()
             };
-            req.methods
+            // The training text is cut and checked once; only the checkpoint folder differs.
+            let prepared = d.prepare(model)?;
+            let per_method = req
+                .methods
                 .iter()
-                .map(|id| {
-                    let r = per_method(id);
-                    let prepared = r.prepare(model)?;
-                    Ok((r, prepared))
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
+                .map(|id| prepared.with_checkpoint_subdir(id))
+                .collect::<Result<Vec<_>>>()?;
+            Some((d, per_method))
+        }
+        None => None,
+    };
     let mut requests = Vec::with_capacity(req.methods.len());
     for id in &req.methods {
         let m = methods::find(id)?;
@@ -203,7 +201,7 @@ pub fn compare(model: &Model, req: &CompareRequest, ctx: &RunContext) -> Result<
             save(&pruned, &dir.join(id), &SaveOptions::default(), ctx)?;
         }
         rows.push(measure(&pruned, id, summary.seconds, summary.report.warnings.clone())?);
-        if let Some((d, prepared)) = distill.as_ref().map(|all| &all[k]) {
+        if let Some((d, prepared)) = distill.as_ref().map(|(d, all)| (d, &all[k])) {
             let started = Instant::now();
             let healed = crate::distill::run_prepared(&pruned, model, d, prepared, ctx)?;
             let seconds = started.elapsed().as_secs_f64();

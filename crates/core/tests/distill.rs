@@ -87,6 +87,20 @@ fn student_vars(student: &Model, which: Trainable) -> Student {
     s
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Options of a short run that checkpoints into `dir/ckpt` every `every` steps.
+fn checkpointed(
+    dir: &std::path::Path,
+    every: usize,
+    opts: DistillOptions,
+) -> (Checkpointing, DistillOptions) {
+    let ckpt = Checkpointing { dir: dir.join("ckpt"), every, resume: false };
+    (ckpt.clone(), DistillOptions { checkpoint: Some(ckpt), ..opts })
+}
+
 fn norm(t: &Tensor) -> f64 {
     t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64
 }
@@ -398,12 +412,11 @@ fn checkpoint_folders_are_checked() {
     let (teacher, student) = teacher_and_student();
     let data = windows(&student, 4);
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 1, resume: false };
-    let opts = DistillOptions {
-        steps: 2,
-        checkpoint: Some(ckpt.clone()),
-        ..short_run(Schedule::Sp, Trainable::Merged)
-    };
+    let (ckpt, opts) = checkpointed(
+        dir.path(),
+        1,
+        DistillOptions { steps: 2, ..short_run(Schedule::Sp, Trainable::Merged) },
+    );
     distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
     // A folder with a checkpoint is not overwritten by a new run …
     let err = distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap_err();
@@ -532,22 +545,8 @@ fn lora_adapters_merge_into_the_weights() {
         .layers
         .iter()
         .all(|l| l.self_attn.q_proj.lora.is_none() && l.mlp.down_proj.lora.is_none()));
-    let diff = (&with - logits(&merged_lm))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let base = (&with - logits(&student.lm))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&with, &logits(&merged_lm));
+    let base = max_abs_diff(&with, &logits(&student.lm));
     assert!(diff < 1e-4 && base > 1e-2, "merged vs adapters {diff:e}, adapters vs base {base:e}");
 }
 
@@ -591,12 +590,11 @@ fn checkpoints_know_their_student_and_unpruned_models_round_trip() {
     let (teacher, student) = teacher_and_student();
     let data = windows(&student, 4);
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = Checkpointing { dir: dir.path().join("ckpt"), every: 1, resume: false };
-    let opts = DistillOptions {
-        steps: 2,
-        checkpoint: Some(ckpt.clone()),
-        ..short_run(Schedule::Sp, Trainable::All)
-    };
+    let (ckpt, opts) = checkpointed(
+        dir.path(),
+        1,
+        DistillOptions { steps: 2, ..short_run(Schedule::Sp, Trainable::All) },
+    );
     distill(&student, &teacher, &data, &opts, &RunContext::new()).unwrap();
     let mut other = student.clone();
     other.lm.norm =

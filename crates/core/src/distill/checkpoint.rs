@@ -62,8 +62,7 @@ impl RunIdentity {
                 hash.update(t.to_le_bytes());
             }
         }
-        let windows = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Self { options, student, teacher, windows }
+        Self { options, student, teacher, windows: hex(hash) }
     }
 
     /// The first part in which `self` (the checkpoint's run) and `other` differ.
@@ -91,7 +90,11 @@ pub fn digest(tensors: &[(String, candle_core::Var)]) -> Result<String> {
             hash.update(v.to_le_bytes());
         }
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(hash))
+}
+
+fn hex(hash: Sha256) -> String {
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A run's position after `step` optimizer steps.

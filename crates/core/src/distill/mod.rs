@@ -568,9 +568,23 @@ pub fn run(
 
 /// A request's options and training windows, checked: what can be checked before there is a
 /// student (`prune({distill})` and `compare` run this before pruning).
+#[derive(Clone)]
 pub struct Prepared {
     pub options: DistillOptions,
     pub set: CalibrationSet,
+}
+
+impl Prepared {
+    /// The same run with its checkpoints in `<checkpointDir>/<name>` (one folder per run when
+    /// several share a request), checked like the folder it replaces.
+    pub fn with_checkpoint_subdir(&self, name: &str) -> Result<Prepared> {
+        let mut out = self.clone();
+        if let Some(c) = &mut out.options.checkpoint {
+            c.dir = c.dir.join(name);
+            c.check_fresh()?;
+        }
+        Ok(out)
+    }
 }
 
 impl DistillRequest {
@@ -585,13 +599,8 @@ impl DistillRequest {
                 .lm
                 .layers
                 .iter()
-                .flat_map(|l| {
-                    let a = &l.self_attn;
-                    [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
-                        .into_iter()
-                        .chain([&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
-                        .map(|lin| lin.weight.dims().iter().copied().min().unwrap_or(0))
-                })
+                .flat_map(|l| l.linears())
+                .map(|lin| lin.weight.dims().iter().copied().min().unwrap_or(0))
                 .min()
                 .unwrap_or(0);
             if opts.lora.rank > smallest {

@@ -347,6 +347,12 @@ impl DecoderLayer {
         })
     }
 
+    /// The seven linears, in HF order (q, k, v, o, gate, up, down).
+    pub fn linears(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+    }
+
     /// The layer with each of its seven linears (named as in HF, `self_attn.q_proj`) replaced by
     /// `f`'s result; the norms are shared.
     pub fn try_map_linears(

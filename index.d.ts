@@ -167,7 +167,7 @@ export interface BindingGeneration {
 export interface BindingLoadOptions {
   /** `f32` (default), `f16` or `bf16`. */
   dtype?: string
-  /** `cpu` (default), `cuda` or `cuda:N`. */
+  /** `cpu` (default), `cuda`, `cuda:N` or `auto` (CUDA when usable, else the CPU). */
   device?: string
 }
 
@@ -179,6 +179,8 @@ export interface BindingModelInfo {
   path: string
   dtype: string
   device: string
+  /** Why the model is on the CPU although `auto` was asked for. */
+  deviceFallback?: string
   numLayers: number
   hiddenSize: number
   intermediateSize: number

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { LayerfoldError, loadModel, Model, type Progress } from '../ts/index';
+import { addon, cudaAvailable, LayerfoldError, loadModel, Model, type Progress } from '../ts/index';
 import { oracle, shared, smollm2, tmpDir } from './fixtures';
 
 const stories = () => shared('models/stories260K');
@@ -52,6 +52,21 @@ describe('loadModel', () => {
     expect(missing.code).toBe('E_NOT_FOUND');
     const noCuda = await loadModel(stories(), { device: 'cuda' }).catch((e) => e);
     expect(noCuda.code).toBe('E_DEVICE');
+    expect(noCuda.message).toMatch(/install .*layerfold-linux-x64-gnu-cuda/);
+  });
+
+  it("falls back to the CPU under device 'auto' and says why", async () => {
+    await using model = await loadModel(stories(), { device: 'auto' });
+    const info = model.info();
+    // CI has no GPU; where the CUDA addon and a GPU are present, auto must pick CUDA instead.
+    if (cudaAvailable()) {
+      expect(info.device).toBe('cuda:0');
+      expect(info.deviceFallback).toBeUndefined();
+    } else {
+      expect(info.device).toBe('cpu');
+      expect(info.deviceFallback).toMatch(/CUDA/);
+    }
+    expect(fs.existsSync(addon().file)).toBe(true);
   });
 });
 

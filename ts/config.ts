@@ -18,9 +18,9 @@ export const LoadOptionsSchema = z.strictObject({
   dtype: dtype.optional().describe('Weights and activations dtype. Default f32.'),
   device: z
     .string()
-    .regex(/^(cpu|cuda(:\d+)?)$/, 'expected cpu, cuda or cuda:N')
+    .regex(/^(cpu|cuda(:\d+)?|auto)$/, 'expected cpu, cuda, cuda:N or auto')
     .optional()
-    .describe('Device: cpu, cuda or cuda:N. Default cpu.'),
+    .describe('Device: cpu, cuda, cuda:N, or auto (CUDA device 0 when the addon and the machine can use it, else the CPU). Default cpu.'),
 });
 export type LoadOptions = z.infer<typeof LoadOptionsSchema>;
 

@@ -8,7 +8,8 @@
  * const { ppl } = await model.perplexity({ file: 'wiki.test.raw' }, { seqLen: 512, maxWindows: 8 });
  * ```
  */
-import native from './native';
+import native, { addonInfo as loadedAddon, type AddonInfo } from './native';
+import type * as Generated from '../index';
 import {
   AnalyzeOptionsSchema,
   CompareOptionsSchema,
@@ -71,6 +72,8 @@ export interface ModelInfo {
   path: string;
   dtype: 'f32' | 'f16' | 'bf16';
   device: string;
+  /** Why the model is on the CPU although `device: 'auto'` was asked for. */
+  deviceFallback?: string;
   numLayers: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -177,13 +180,13 @@ export interface Analysis {
 }
 
 /** One task's result (METHODS.md §4.2): the reported `metric` and its `value`, and both accuracies. Standard errors are lm-eval's, `null` below 2 examples. */
-export type TaskResult = Omit<native.BindingTaskResult, 'name' | 'metric'> & { metric: 'acc' | 'acc_norm' };
+export type TaskResult = Omit<Generated.BindingTaskResult, 'name' | 'metric'> & { metric: 'acc' | 'acc_norm' };
 
 /** One scored example: per choice, `loglik(continuation | context)` in nats and whether it was the greedy continuation. */
-export type EvalSample = native.BindingEvalSample;
+export type EvalSample = Generated.BindingEvalSample;
 
 /** One model of `Model.compare()` (core's `CompareRow`), its record parsed. */
-export type CompareRow = Omit<native.BindingCompareRow, 'record'> & { record: Origin[] };
+export type CompareRow = Omit<Generated.BindingCompareRow, 'record'> & { record: Origin[] };
 
 /** The result of `Model.compare()`: the dense model first, then each method. */
 export interface CompareResult {
@@ -192,7 +195,7 @@ export interface CompareResult {
 }
 
 /** The result of `Model.generate()` (core's `Generation`). */
-export type Generation = native.BindingGeneration;
+export type Generation = Generated.BindingGeneration;
 
 /** The result of `Model.evaluate()`. */
 export interface EvalResult {
@@ -484,4 +487,11 @@ export function methodDefaults(): {
 /** Whether this build of the addon can use a CUDA device. */
 export function cudaAvailable(): boolean {
   return native.cudaAvailable();
+}
+
+export type { AddonInfo };
+
+/** Which native addon this process runs (`cpu` or `cuda`), and why not the CUDA one if it is installed but did not load. */
+export function addon(): AddonInfo {
+  return { ...loadedAddon };
 }

@@ -1,7 +1,7 @@
 /** `layerfold info <model>`: architecture, sizes and format of a model. */
 import { Command } from 'commander';
 
-import { loadModel } from '../index';
+import { addon, loadModel } from '../index';
 import { LoadOptionsSchema, validate } from '../config';
 import { addSchemaOptions, pickSchemaOptions } from '../cli-options';
 import { runCommand } from './run';
@@ -32,8 +32,12 @@ export function register(program: Command): void {
         ['tied embeddings', String(info.tieWordEmbeddings)],
         ['parameters', info.parameters.toLocaleString('en-US')],
         ['dtype / device', `${info.dtype} / ${info.device}`],
+        ['addon', `${addon().variant} (${addon().file})`],
       ];
-      return { json: info, text: rows.map(([k, v]) => `${k.padEnd(16)} ${v}\n`).join('') };
+      // Why the run is on the CPU: the CUDA addon did not load, or it found no usable device.
+      const fallback = [addon().fallback, info.deviceFallback].filter(Boolean).join('; ');
+      if (fallback) rows.push(['fallback', fallback]);
+      return { json: { ...info, addon: addon() }, text: rows.map(([k, v]) => `${k.padEnd(16)} ${v}\n`).join('') };
     });
   });
 }

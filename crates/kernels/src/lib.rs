@@ -1,15 +1,30 @@
 //! layerfold-kernels: candle custom ops whose CPU implementation defines the semantics (and is
-//! tested against a composed `_slow` version), made fast with vectorised loops on the CPU. CUDA
-//! implementations (feature `cuda`) arrive with the GPU issue; until then the decoder uses the
-//! composed versions on CUDA devices.
+//! tested against a composed `_slow` version), made fast with vectorised loops on the CPU. With the
+//! `cuda` feature, build.rs compiles `src/*.cu` to PTX and the activation-intensity and
+//! concatenated-layer ops gain their `cuda_fwd`; each op picks its backend from its tensor's
+//! device. The distillation loss's CUDA kernels are in `distill_loss.cu` but not yet wired to
+//! their ops, which take the composed path on CUDA devices.
 
+pub mod act_intensity;
 pub mod causal_softmax;
+pub mod concat_layers;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod distill_loss;
+pub mod launch;
 pub mod swiglu;
+#[cfg(test)]
+mod test_utils;
 pub mod token_nll;
 mod vec_exp;
 
+pub use act_intensity::{act_intensity, act_intensity_slow, act_intensity_with};
 pub use causal_softmax::{causal_softmax, causal_softmax_, causal_softmax_slow};
+pub use concat_layers::{
+    concat_cols, concat_cols_slow, concat_cols_with, concat_rows, concat_rows_slow,
+    concat_rows_with,
+};
 pub use distill_loss::{hidden_mse, hidden_mse_slow, kl_div, kl_div_grad, kl_div_slow};
+pub use launch::Launch;
 pub use swiglu::{swiglu, swiglu_slow};
 pub use token_nll::{token_nll, token_nll_slow};

@@ -158,6 +158,7 @@ impl BindingModel {
             path: i.path.display().to_string(),
             dtype: i.dtype.into(),
             device: i.device,
+            device_fallback: i.device_fallback,
             num_layers: i.num_layers as u32,
             hidden_size: i.hidden_size as u32,
             intermediate_size: i.intermediate_size as u32,

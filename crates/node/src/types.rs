@@ -55,7 +55,7 @@ impl BindingCancelToken {
 pub struct BindingLoadOptions {
     /// `f32` (default), `f16` or `bf16`.
     pub dtype: Option<String>,
-    /// `cpu` (default), `cuda` or `cuda:N`.
+    /// `cpu` (default), `cuda`, `cuda:N` or `auto` (CUDA when usable, else the CPU).
     pub device: Option<String>,
 }
 
@@ -75,6 +75,8 @@ pub struct BindingModelInfo {
     pub path: String,
     pub dtype: String,
     pub device: String,
+    /// Why the model is on the CPU although `auto` was asked for.
+    pub device_fallback: Option<String>,
     pub num_layers: u32,
     pub hidden_size: u32,
     pub intermediate_size: u32,

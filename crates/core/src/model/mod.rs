@@ -49,6 +49,20 @@ pub enum DeviceChoice {
     Cpu,
     /// A CUDA device by ordinal; needs the `cuda` build.
     Cuda(usize),
+    /// CUDA device 0 when this build and the machine can use it, else the CPU (and say why).
+    Auto,
+}
+
+/// What to install for CUDA, for messages.
+const CUDA_HINT: &str =
+    "the CUDA build (npm install layerfold-linux-x64-gnu-cuda, or `npm run build:cuda` \
+                         from source) and an NVIDIA driver of version 580 or newer";
+
+/// An opened device, and why it is not the one asked for when `auto` fell back to the CPU.
+#[derive(Debug, Clone)]
+pub struct OpenedDevice {
+    pub device: Device,
+    pub fallback: Option<String>,
 }
 
 impl DeviceChoice {
@@ -56,32 +70,38 @@ impl DeviceChoice {
         match s {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            other => {
-                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(
-                    || Error::config("device", format!("`{other}` is not cpu, cuda or cuda:N")),
-                )
-            }
+            "auto" => Ok(Self::Auto),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    Error::config("device", format!("`{other}` is not cpu, cuda, cuda:N or auto"))
+                }),
         }
     }
 
-    pub fn open(self) -> Result<Device> {
+    pub fn open(self) -> Result<OpenedDevice> {
         match self {
-            Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(ordinal) => {
-                if !cfg!(feature = "cuda") {
-                    return Err(Error::Device {
-                        message:
-                            "this build of layerfold has no CUDA support: use device \"cpu\" or \
-                                  install the CUDA build"
-                                .into(),
-                    });
-                }
-                Device::new_cuda(ordinal).map_err(|e| Error::Device {
-                    message: format!("CUDA device {ordinal} is not usable: {e}"),
-                })
-            }
+            Self::Cpu => Ok(OpenedDevice { device: Device::Cpu, fallback: None }),
+            Self::Cuda(ordinal) => Ok(OpenedDevice { device: open_cuda(ordinal)?, fallback: None }),
+            Self::Auto => match open_cuda(0) {
+                Ok(device) => Ok(OpenedDevice { device, fallback: None }),
+                Err(e) => Ok(OpenedDevice { device: Device::Cpu, fallback: Some(e.to_string()) }),
+            },
         }
     }
+}
+
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Err(Error::Device {
+            message: format!("this build of layerfold has no CUDA support: install {CUDA_HINT}, or use device \"cpu\""),
+        });
+    }
+    Device::new_cuda(ordinal).map_err(|e| Error::Device {
+        message: format!("CUDA device {ordinal} is not usable ({e}): it needs {CUDA_HINT}"),
+    })
 }
 
 /// Parses `f32`, `f16`, `bf16`.
@@ -125,6 +145,8 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub dtype: &'static str,
     pub device: String,
+    /// Why the model is on the CPU although `auto` was asked for.
+    pub device_fallback: Option<String>,
     pub num_layers: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -173,6 +195,8 @@ pub struct Model {
     /// Every file or folder this model was made from (the checkpoint, calibration files): a save
     /// never writes over one of them (`output`).
     pub inputs: Vec<PathBuf>,
+    /// Why the model is on the CPU although `auto` was asked for.
+    pub device_fallback: Option<String>,
 }
 
 /// The merge record and provenance of a model layerfold saved (`layerfold.json` in a folder,
@@ -216,9 +240,9 @@ impl Model {
                         .into(),
             });
         }
-        let device = opts.device.open()?;
+        let OpenedDevice { device, fallback } = opts.device.open()?;
         ctx.report(Stage::Load, 0, 1);
-        if path.is_dir() {
+        let model = if path.is_dir() {
             Self::load_folder(path, opts.dtype, &device, ctx)
         } else if is_gguf(path)? {
             Self::load_gguf(path, opts.dtype, &device, ctx)
@@ -230,7 +254,8 @@ impl Model {
                 "model",
                 "it is neither a folder nor a GGUF file; for safetensors give the folder holding config.json",
             ))
-        }
+        }?;
+        Ok(Self { device_fallback: fallback, ..model })
     }
 
     fn load_folder(dir: &Path, dtype: DType, device: &Device, ctx: &RunContext) -> Result<Self> {
@@ -281,6 +306,7 @@ impl Model {
             origins,
             provenance,
             inputs: vec![dir.to_path_buf()],
+            device_fallback: None,
         })
     }
 
@@ -312,6 +338,7 @@ impl Model {
             origins,
             provenance,
             inputs: vec![path.to_path_buf()],
+            device_fallback: None,
         })
     }
 
@@ -363,6 +390,7 @@ impl Model {
                 candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
                 _ => "cpu".into(),
             },
+            device_fallback: self.device_fallback.clone(),
             num_layers: self.num_layers(),
             hidden_size: c.hidden_size,
             intermediate_size: c.intermediate_size,

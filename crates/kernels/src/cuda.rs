@@ -1,0 +1,52 @@
+//! What the CUDA side of the ops shares: the PTX modules build.rs compiled, and typed views of a
+//! storage's float data.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, CudaStorageSlice};
+use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+
+/// `(module name, PTX)` per `.cu` file.
+pub const ACT_INTENSITY: (&str, &str) =
+    ("layerfold_act_intensity", include_str!(concat!(env!("OUT_DIR"), "/act_intensity.ptx")));
+pub const CONCAT_LAYERS: (&str, &str) =
+    ("layerfold_concat_layers", include_str!(concat!(env!("OUT_DIR"), "/concat_layers.ptx")));
+// Built and checked by nvcc; the ops that launch it are the next step (lib.rs).
+#[allow(dead_code)]
+pub const DISTILL_LOSS: (&str, &str) =
+    ("layerfold_distill_loss", include_str!(concat!(env!("OUT_DIR"), "/distill_loss.ptx")));
+
+/// The contiguous elements of `layout` in `slice`, or an error naming `op`.
+pub fn view<'a, T: DeviceRepr>(
+    op: &str,
+    slice: &'a CudaSlice<T>,
+    layout: &Layout,
+) -> Result<CudaView<'a, T>> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: inputs must be contiguous")
+    };
+    Ok(slice.slice(start..end))
+}
+
+/// A float storage as one of the three dtypes the kernels take, with its kernel-name suffix.
+pub enum Floats<'a> {
+    F32(&'a CudaSlice<f32>),
+    F16(&'a CudaSlice<half::f16>),
+    Bf16(&'a CudaSlice<half::bf16>),
+}
+
+impl<'a> Floats<'a> {
+    pub fn of(op: &str, s: &'a CudaStorage) -> Result<Self> {
+        match &s.slice {
+            CudaStorageSlice::F32(x) => Ok(Self::F32(x)),
+            CudaStorageSlice::F16(x) => Ok(Self::F16(x)),
+            CudaStorageSlice::BF16(x) => Ok(Self::Bf16(x)),
+            _ => candle_core::bail!("{op}: needs f32, f16 or bf16 input, got {:?}", s.dtype()),
+        }
+    }
+}
+
+/// Wraps a kernel's output.
+pub fn storage<T: CudaDType>(slice: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
+    CudaStorage::wrap_cuda_slice(slice, dev.clone())
+}

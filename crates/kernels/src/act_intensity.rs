@@ -135,7 +135,11 @@ impl ActIntensity {
         let widest = if matches!(floats, Floats::F32(_)) { 4 } else { 8 };
         let vec = vec.min(widest);
         let vec =
-            if c % vec as usize == 0 && lx.start_offset() % vec as usize == 0 { vec } else { 1 };
+            if c.is_multiple_of(vec as usize) && lx.start_offset().is_multiple_of(vec as usize) {
+                vec
+            } else {
+                1
+            };
         let cfg = LaunchConfig {
             grid_dim: (
                 c.div_ceil(vec as usize).div_ceil(block as usize) as u32,

@@ -208,9 +208,12 @@ impl candle_core::CustomOp3 for Concat {
         let (name, cfg, len, ints) = match self.axis {
             Axis::Rows => {
                 let vec = vec.min(widest);
-                let aligned = |l: &Layout| l.start_offset() % vec as usize == 0;
-                let vec =
-                    if ca % vec as usize == 0 && aligned(l1) && aligned(l2) { vec } else { 1 };
+                let aligned = |l: &Layout| l.start_offset().is_multiple_of(vec as usize);
+                let vec = if ca.is_multiple_of(vec as usize) && aligned(l1) && aligned(l2) {
+                    vec
+                } else {
+                    1
+                };
                 let cfg = LaunchConfig {
                     grid_dim: (
                         ca.div_ceil(vec as usize).div_ceil(block as usize) as u32,

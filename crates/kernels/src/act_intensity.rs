@@ -247,11 +247,7 @@ impl candle_core::CustomOp2 for ActIntensity {
 /// `Σ_t w_t·|x[t, c]|`, `[c]` f32, for `x: [n, c]` (f32, f16 or bf16) and token weights
 /// `w: [n]` f32 (none: every row counts once). No gradient.
 pub fn act_intensity(x: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    let launch = crate::launch::ACT_INTENSITY;
-    #[cfg(not(feature = "cuda"))]
-    let launch = Launch { block: 0, items: 0, vec: 0 };
-    act_intensity_with(x, w, launch)
+    act_intensity_with(x, w, crate::launch::ACT_INTENSITY)
 }
 
 /// [`act_intensity`] with explicit CUDA launch parameters (the tuning harness).

@@ -277,21 +277,13 @@ impl candle_core::CustomOp3 for Concat {
 /// `[a; b]` rows at `idx` (`i < a.rows` from `a`, else row `i − a.rows` of `b`), for 2-D `a`, `b`
 /// of one width and dtype, or 1-D ones (biases). No gradient.
 pub fn concat_rows(a: &Tensor, b: &Tensor, idx: &[u32]) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    let launch = crate::launch::CONCAT_ROWS;
-    #[cfg(not(feature = "cuda"))]
-    let launch = Launch { block: 0, items: 0, vec: 0 };
-    concat_with(Axis::Rows, a, b, idx, launch)
+    concat_with(Axis::Rows, a, b, idx, crate::launch::CONCAT_ROWS)
 }
 
 /// `[a | b]` columns at `idx` (`i < a.cols` from `a`, else column `i − a.cols` of `b`), for 2-D
 /// `a`, `b` of one height and dtype. No gradient.
 pub fn concat_cols(a: &Tensor, b: &Tensor, idx: &[u32]) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    let launch = crate::launch::CONCAT_COLS;
-    #[cfg(not(feature = "cuda"))]
-    let launch = Launch { block: 0, items: 0, vec: 0 };
-    concat_with(Axis::Cols, a, b, idx, launch)
+    concat_with(Axis::Cols, a, b, idx, crate::launch::CONCAT_COLS)
 }
 
 /// [`concat_rows`] with explicit CUDA launch parameters (the tuning harness).

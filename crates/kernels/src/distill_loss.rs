@@ -329,21 +329,9 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// Uniform values in `[-scale, scale)` from a seeded splitmix64 stream (candle cannot seed
-    /// its CPU generator).
+    /// Seeded uniform logits in `[-scale, scale)` (the kernels' shared test input).
     fn logits(n: usize, vocab: usize, scale: f32, seed: u64) -> Tensor {
-        let mut state = seed;
-        let values: Vec<f32> = (0..n * vocab)
-            .map(|_| {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect();
-        Tensor::from_vec(values, (n, vocab), &Device::Cpu).unwrap()
+        crate::test_utils::uniform(&[n, vocab], scale, seed, &Device::Cpu)
     }
 
     fn assert_close(got: &[f32], want: &[f32], rel: f32, abs: f32, what: &str) {

@@ -19,3 +19,15 @@ mod tuned {
 }
 #[cfg(feature = "cuda")]
 pub use tuned::*;
+
+/// The CPU build launches nothing; the ops still take a `Launch`, so one call path serves both.
+#[cfg(not(feature = "cuda"))]
+mod untuned {
+    use super::Launch;
+    const NONE: Launch = Launch { block: 0, items: 0, vec: 0 };
+    pub const ACT_INTENSITY: Launch = NONE;
+    pub const CONCAT_ROWS: Launch = NONE;
+    pub const CONCAT_COLS: Launch = NONE;
+}
+#[cfg(not(feature = "cuda"))]
+pub use untuned::*;

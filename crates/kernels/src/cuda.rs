@@ -2,7 +2,7 @@
 //! storage's float data.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice};
 use candle_core::{CudaDevice, CudaStorage, Layout, Result};
 
@@ -11,8 +11,6 @@ pub const ACT_INTENSITY: (&str, &str) =
     ("layerfold_act_intensity", include_str!(concat!(env!("OUT_DIR"), "/act_intensity.ptx")));
 pub const CONCAT_LAYERS: (&str, &str) =
     ("layerfold_concat_layers", include_str!(concat!(env!("OUT_DIR"), "/concat_layers.ptx")));
-// Built and checked by nvcc; the ops that launch it are the next step (lib.rs).
-#[allow(dead_code)]
 pub const DISTILL_LOSS: (&str, &str) =
     ("layerfold_distill_loss", include_str!(concat!(env!("OUT_DIR"), "/distill_loss.ptx")));
 
@@ -27,6 +25,37 @@ pub fn view<'a, T: DeviceRepr>(
     };
     Ok(slice.slice(start..end))
 }
+
+/// A float type the kernels take; `NAME` is its kernel-name suffix (`<op>_<NAME>`).
+pub trait Float: CudaDType + DeviceRepr + ValidAsZeroBits {
+    const NAME: &'static str;
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+}
+
+impl Float for half::f16 {
+    const NAME: &'static str = "f16";
+}
+
+impl Float for half::bf16 {
+    const NAME: &'static str = "bf16";
+}
+
+/// `$f::<T>(args…)` with `T` the [`Float`] type of `$dtype`, or an error naming `$op`: one
+/// generic launcher serves the three dtypes.
+macro_rules! dispatch_float {
+    ($op:expr, $dtype:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $dtype {
+            candle_core::DType::F32 => $f::<f32>($($arg),*),
+            candle_core::DType::F16 => $f::<half::f16>($($arg),*),
+            candle_core::DType::BF16 => $f::<half::bf16>($($arg),*),
+            other => candle_core::bail!("{}: needs f32, f16 or bf16 input, got {other:?}", $op),
+        }
+    };
+}
+pub(crate) use dispatch_float;
 
 /// A float storage as one of the three dtypes the kernels take, with its kernel-name suffix.
 pub enum Floats<'a> {

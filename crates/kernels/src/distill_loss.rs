@@ -11,11 +11,15 @@
 //! The teacher is frozen: neither op returns a gradient for its second argument. Rows come out
 //! separately so that callers weight (mask) and reduce them. The `_slow` versions are the composed,
 //! differentiable definitions the fused ones are tested against.
+//!
+//! Fused on the CPU in f32 and, with the `cuda` feature, on a GPU in f32, f16 and bf16 (one block
+//! per row, f32 accumulation: `distill_loss.cu`); other dtypes take the composed definition.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::launch::Launch;
 use crate::vec_exp::{self, dispatch};
 
 /// Rows per rayon task: enough work per task for the vocabulary sizes of real models.
@@ -121,13 +125,98 @@ fn check_pair(op: &str, student: &Tensor, teacher: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Whether the fused CPU path applies; other devices and dtypes take the composed definition.
+/// Whether the fused op applies (f32 on the CPU; f32, f16 or bf16 on CUDA; one dtype for both);
+/// other devices and dtypes take the composed definition.
 fn fused(student: &Tensor, teacher: &Tensor) -> bool {
-    student.device().is_cpu() && student.dtype() == DType::F32 && teacher.dtype() == DType::F32
+    let dtype = student.dtype();
+    dtype == teacher.dtype()
+        && match student.device() {
+            Device::Cpu => dtype == DType::F32,
+            Device::Cuda(_) => matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
+            _ => false,
+        }
+}
+
+/// The CUDA launchers: one block of `launch.block` threads per row.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaStorage, Layout, Result, Shape};
+
+    use crate::cuda::{self, Float};
+    use crate::launch::Launch;
+
+    fn per_row_grid(n: usize, launch: Launch) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (launch.block, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// `<kernel>_<T>(s, t, out, width, floats…)`: one f32 per row of `[n, width]` pairs.
+    pub fn per_row<T: Float>(
+        (op, kernel): (&str, &str),
+        (s1, l1): (&CudaStorage, &Layout),
+        (s2, l2): (&CudaStorage, &Layout),
+        launch: Launch,
+        floats: &[f32],
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, width) = l1.shape().dims2()?;
+        let dev = &s1.device;
+        let out = dev.alloc_zeros::<f32>(n)?;
+        if n > 0 {
+            let s = cuda::view(op, s1.as_cuda_slice::<T>()?, l1)?;
+            let t = cuda::view(op, s2.as_cuda_slice::<T>()?, l2)?;
+            let name = format!("{kernel}_{}", T::NAME);
+            let f =
+                dev.get_or_load_custom_func(&name, cuda::DISTILL_LOSS.0, cuda::DISTILL_LOSS.1)?;
+            let width = width as i32;
+            let mut b = f.builder();
+            b.arg(&s).arg(&t).arg(&out).arg(&width);
+            for x in floats {
+                b.arg(x);
+            }
+            // SAFETY: block r reads row r of both `[n, width]` inputs and writes `out[r]`.
+            unsafe { b.launch(per_row_grid(n, launch)) }.w()?;
+        }
+        Ok((cuda::storage(out, dev), Shape::from(n)))
+    }
+
+    /// `kl_div_bwd_<T>`: `∂/∂s`, `[n, V]` of `T`, from the row gradient `g: [n]` f32.
+    pub fn kl_grad<T: Float>(
+        (s1, l1): (&CudaStorage, &Layout),
+        (s2, l2): (&CudaStorage, &Layout),
+        (s3, l3): (&CudaStorage, &Layout),
+        launch: Launch,
+        tau: f32,
+    ) -> Result<(CudaStorage, Shape)> {
+        let op = "kl-div-grad";
+        let (n, vocab) = l1.shape().dims2()?;
+        let dev = &s1.device;
+        let out = dev.alloc_zeros::<T>(n * vocab)?;
+        if n > 0 {
+            let s = cuda::view(op, s1.as_cuda_slice::<T>()?, l1)?;
+            let t = cuda::view(op, s2.as_cuda_slice::<T>()?, l2)?;
+            let g = cuda::view(op, s3.as_cuda_slice::<f32>()?, l3)?;
+            let name = format!("kl_div_bwd_{}", T::NAME);
+            let f =
+                dev.get_or_load_custom_func(&name, cuda::DISTILL_LOSS.0, cuda::DISTILL_LOSS.1)?;
+            let (v, inv_tau) = (vocab as i32, 1.0 / tau);
+            let mut b = f.builder();
+            b.arg(&s).arg(&t).arg(&g).arg(&out).arg(&v).arg(&inv_tau).arg(&tau);
+            // SAFETY: block r reads row r of both inputs and `g[r]`, and writes row r of `out`.
+            unsafe { b.launch(per_row_grid(n, launch)) }.w()?;
+        }
+        Ok((cuda::storage(out, dev), l1.shape().clone()))
+    }
 }
 
 struct KlDiv {
     tau: f32,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    launch: Launch,
 }
 
 impl candle_core::CustomOp2 for KlDiv {
@@ -148,6 +237,22 @@ impl candle_core::CustomOp2 for KlDiv {
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (op, tau) = (self.name(), self.tau);
+        crate::cuda::dispatch_float!(
+            op,
+            s1.dtype(),
+            gpu::per_row((op, "kl_div_fwd"), (s1, l1), (s2, l2), self.launch, &[1.0 / tau, tau])
+        )
+    }
+
     fn bwd(
         &self,
         student: &Tensor,
@@ -155,13 +260,16 @@ impl candle_core::CustomOp2 for KlDiv {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(kl_div_grad(student, teacher, grad_res, self.tau as f64)?), None))
+        let grad = kl_div_grad_with(student, teacher, grad_res, self.tau as f64, self.launch)?;
+        Ok((Some(grad), None))
     }
 }
 
 /// `∂ kl_div / ∂ student`, given the gradient of each row's loss.
 struct KlGrad {
     tau: f32,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    launch: Launch,
 }
 
 impl candle_core::CustomOp3 for KlGrad {
@@ -191,17 +299,42 @@ impl candle_core::CustomOp3 for KlGrad {
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    #[allow(clippy::too_many_arguments)] // CustomOp3's signature
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::dispatch_float!(
+            self.name(),
+            s1.dtype(),
+            gpu::kl_grad((s1, l1), (s2, l2), (s3, l3), self.launch, self.tau)
+        )
+    }
 }
 
 /// `τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ))` per row, `[n]`, for logits `[n, V]`; the
 /// gradient flows to `student` only.
 pub fn kl_div(student: &Tensor, teacher: &Tensor, tau: f64) -> Result<Tensor> {
+    kl_div_with(student, teacher, tau, crate::launch::KL_DIV)
+}
+
+/// [`kl_div`] with explicit CUDA launch parameters (the tuning harness); the backward pass takes
+/// the same ones.
+pub fn kl_div_with(student: &Tensor, teacher: &Tensor, tau: f64, launch: Launch) -> Result<Tensor> {
     check_pair("kl-div", student, teacher)?;
     if !(tau > 0.0 && tau.is_finite()) {
         candle_core::bail!("kl-div: the temperature must be positive and finite, got {tau}")
     }
     if fused(student, teacher) {
-        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, KlDiv { tau: tau as f32 })
+        let op = KlDiv { tau: tau as f32, launch };
+        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, op)
     } else {
         kl_div_slow(student, &teacher.detach(), tau)
     }
@@ -216,6 +349,17 @@ pub fn kl_div_grad(
     row_grad: &Tensor,
     tau: f64,
 ) -> Result<Tensor> {
+    kl_div_grad_with(student, teacher, row_grad, tau, crate::launch::KL_DIV)
+}
+
+/// [`kl_div_grad`] with explicit CUDA launch parameters.
+pub fn kl_div_grad_with(
+    student: &Tensor,
+    teacher: &Tensor,
+    row_grad: &Tensor,
+    tau: f64,
+    launch: Launch,
+) -> Result<Tensor> {
     check_pair("kl-div-grad", student, teacher)?;
     if row_grad.dims1()? != student.dim(0)? {
         candle_core::bail!(
@@ -224,9 +368,10 @@ pub fn kl_div_grad(
             student.dim(0)?
         )
     }
-    if fused(student, teacher) && row_grad.dtype() == DType::F32 {
+    if fused(student, teacher) {
         let (s, t) = (student.detach().contiguous()?, teacher.detach().contiguous()?);
-        s.apply_op3_no_bwd(&t, &row_grad.detach().contiguous()?, &KlGrad { tau: tau as f32 })
+        let g = row_grad.detach().to_dtype(DType::F32)?.contiguous()?;
+        s.apply_op3_no_bwd(&t, &g, &KlGrad { tau: tau as f32, launch })
     } else {
         let p = |z: &Tensor| candle_nn_free::log_softmax(&(z.detach() / tau)?)?.exp();
         (p(student)? - p(teacher)?)?.broadcast_mul(&(row_grad.detach() * tau)?.unsqueeze(1)?)
@@ -267,7 +412,10 @@ dispatch! {
     }
 }
 
-struct HiddenMse;
+struct HiddenMse {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    launch: Launch,
+}
 
 impl candle_core::CustomOp2 for HiddenMse {
     fn name(&self) -> &'static str {
@@ -285,6 +433,28 @@ impl candle_core::CustomOp2 for HiddenMse {
         // Hidden rows are narrow (d, not V): more of them per task.
         let out = per_row(student, teacher, n, width, 64, |s, t, o| mse_rows(s, t, width, o));
         Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let op = self.name();
+        crate::cuda::dispatch_float!(
+            op,
+            s1.dtype(),
+            gpu::per_row(
+                (op, "hidden_mse_fwd"),
+                (s1, l1),
+                (s2, l2),
+                self.launch,
+                &[MIN_TEACHER_NORM_SQ]
+            )
+        )
     }
 
     fn bwd(
@@ -305,9 +475,14 @@ impl candle_core::CustomOp2 for HiddenMse {
 /// `‖s − t‖² / ‖t‖²` per row, `[n]`, for hidden states `[n, d]`; the gradient flows to `student`
 /// only.
 pub fn hidden_mse(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+    hidden_mse_with(student, teacher, crate::launch::HIDDEN_MSE)
+}
+
+/// [`hidden_mse`] with explicit CUDA launch parameters.
+pub fn hidden_mse_with(student: &Tensor, teacher: &Tensor, launch: Launch) -> Result<Tensor> {
     check_pair("hidden-mse", student, teacher)?;
     if fused(student, teacher) {
-        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, HiddenMse)
+        student.contiguous()?.apply_op2(&teacher.detach().contiguous()?, HiddenMse { launch })
     } else {
         hidden_mse_slow(student, &teacher.detach())
     }
@@ -416,6 +591,115 @@ mod tests {
             assert_close(&g_fast, &g_slow, 1e-5, 1e-7, &format!("mse grad n{n} d{d}"));
         }
     }
+
+    /// `Σ_r w_r·loss_r` and its gradient on `device`, with the gradient back on the CPU in f32.
+    fn device_value_and_grad(
+        f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        student: &Tensor,
+        teacher: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let var = Var::from_tensor(student).unwrap();
+        let rows = f(var.as_tensor(), teacher).unwrap();
+        let n = rows.dim(0).unwrap();
+        let w: Vec<f32> = (0..n).map(|r| 0.5 + r as f32).collect();
+        let w = Tensor::new(w, rows.device()).unwrap().to_dtype(rows.dtype()).unwrap();
+        let grads = (rows.clone() * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(var.as_tensor()).expect("a gradient for the student").clone();
+        (rows, g)
+    }
+
+    /// The fused ops on `device` in each dtype against the composed definitions on the CPU in f32,
+    /// on the same (rounded) inputs. Tolerances: f32 1e-5 relative on the rows, 1e-4 on the
+    /// gradient; f16/bf16 the same on the rows (f32 accumulation) and, for the gradient, which
+    /// comes back in the input's dtype, its rounding: 2⁻¹⁰ (f16) or 2⁻⁷ (bf16) relative. (The CPU
+    /// fuses f32 only.)
+    fn fused_ops_match_composed_definition(device: &Device) {
+        use crate::test_utils::{assert_close, uniform};
+        let dtypes: &[DType] =
+            if device.is_cpu() { &[DType::F32] } else { &[DType::F32, DType::F16, DType::BF16] };
+        for (n, vocab, tau) in [(1, 1, 1.0), (3, 17, 1.0), (9, 1000, 2.0), (4, 32000, 1.0)] {
+            let s = uniform(&[n, vocab], 4.0, 21, device);
+            let t = uniform(&[n, vocab], 4.0, 22, device);
+            for &dtype in dtypes {
+                let (s, t) = (s.to_dtype(dtype).unwrap(), t.to_dtype(dtype).unwrap());
+                let cpu =
+                    |x: &Tensor| x.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+                let (sc, tc) = (cpu(&s), cpu(&t));
+                let grad_rel = match dtype {
+                    DType::F16 => 1.0 / 1024.0,
+                    DType::BF16 => 1.0 / 128.0,
+                    _ => 1e-4,
+                };
+                let what = format!("{device:?} {dtype:?} n{n} V{vocab} τ{tau}");
+                let (v, g) = device_value_and_grad(|s, t| kl_div(s, t, tau), &s, &t);
+                let (v_ref, g_ref) = device_value_and_grad(|s, t| kl_div_slow(s, t, tau), &sc, &tc);
+                assert_close(&v, &v_ref, 1e-5, 1e-6, &format!("kl {what}"));
+                assert_close(&g, &g_ref, grad_rel, 1e-7, &format!("kl grad {what}"));
+                let (v, g) = device_value_and_grad(hidden_mse, &s, &t);
+                let (v_ref, g_ref) = device_value_and_grad(hidden_mse_slow, &sc, &tc);
+                assert_close(&v, &v_ref, 1e-5, 1e-7, &format!("mse {what}"));
+                assert_close(&g, &g_ref, grad_rel, 1e-7, &format!("mse grad {what}"));
+            }
+        }
+    }
+    crate::test_utils::test_device!(
+        fused_ops_match_composed_definition,
+        fused_ops_match_composed_definition_cpu,
+        fused_ops_match_composed_definition_cuda
+    );
+
+    /// The backward passes against central differences of the definitions in f64 on the CPU, at
+    /// every coordinate of small rows: `|g − fd| ≤ 1e-4·|fd| + 1e-6` (f32 gradients; the f64
+    /// difference quotient with h = 1e-4 is exact to ~1e-8).
+    fn backward_matches_finite_differences(device: &Device) {
+        use crate::test_utils::uniform;
+        let (n, width, h) = (3, 37, 1e-4);
+        let s = uniform(&[n, width], 3.0, 31, device);
+        let t = uniform(&[n, width], 3.0, 32, device);
+        let as_f64 = |x: &Tensor| -> Vec<f64> {
+            x.to_device(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (s64, t64) = (as_f64(&s), as_f64(&t));
+        let weights: Vec<f64> = (0..n).map(|r| 0.5 + r as f64).collect();
+        let total = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>, s: &[f64]| -> f64 {
+            let s = Tensor::from_vec(s.to_vec(), (n, width), &Device::Cpu).unwrap();
+            let t = Tensor::from_vec(t64.clone(), (n, width), &Device::Cpu).unwrap();
+            let rows: Vec<f64> = f(&s, &t).unwrap().to_vec1().unwrap();
+            rows.iter().zip(&weights).map(|(l, w)| l * w).sum()
+        };
+        type Loss = Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>;
+        let cases: [(&str, Loss, Loss); 2] = [
+            ("kl", Box::new(|s, t| kl_div(s, t, 1.5)), Box::new(|s, t| kl_div_slow(s, t, 1.5))),
+            ("mse", Box::new(hidden_mse), Box::new(hidden_mse_slow)),
+        ];
+        for (what, fused_op, definition) in cases {
+            let (_, g) = device_value_and_grad(&fused_op, &s, &t);
+            let g = as_f64(&g);
+            for i in 0..n * width {
+                let (mut up, mut down) = (s64.clone(), s64.clone());
+                up[i] += h;
+                down[i] -= h;
+                let fd = (total(&definition, &up) - total(&definition, &down)) / (2.0 * h);
+                assert!(
+                    (g[i] - fd).abs() <= 1e-4 * fd.abs() + 1e-6,
+                    "{what} {device:?}: ∂/∂s[{i}] = {} against finite differences {fd}",
+                    g[i]
+                );
+            }
+        }
+    }
+    crate::test_utils::test_device!(
+        backward_matches_finite_differences,
+        backward_matches_finite_differences_cpu,
+        backward_matches_finite_differences_cuda
+    );
 
     #[test]
     fn rejects_mismatched_shapes_and_bad_temperatures() {

@@ -28,6 +28,8 @@ mod untuned {
     pub const ACT_INTENSITY: Launch = NONE;
     pub const CONCAT_ROWS: Launch = NONE;
     pub const CONCAT_COLS: Launch = NONE;
+    pub const KL_DIV: Launch = NONE;
+    pub const HIDDEN_MSE: Launch = NONE;
 }
 #[cfg(not(feature = "cuda"))]
 pub use untuned::*;

@@ -1,9 +1,8 @@
 //! layerfold-kernels: candle custom ops whose CPU implementation defines the semantics (and is
 //! tested against a composed `_slow` version), made fast with vectorised loops on the CPU. With the
-//! `cuda` feature, build.rs compiles `src/*.cu` to PTX and the activation-intensity and
-//! concatenated-layer ops gain their `cuda_fwd`; each op picks its backend from its tensor's
-//! device. The distillation loss's CUDA kernels are in `distill_loss.cu` but not yet wired to
-//! their ops, which take the composed path on CUDA devices.
+//! `cuda` feature, build.rs compiles `src/*.cu` to PTX and the activation-intensity,
+//! concatenated-layer and distillation-loss ops gain their `cuda_fwd`; each op picks its backend
+//! from its tensor's device.
 
 pub mod act_intensity;
 pub mod causal_softmax;
@@ -24,7 +23,10 @@ pub use concat_layers::{
     concat_cols, concat_cols_slow, concat_cols_with, concat_rows, concat_rows_slow,
     concat_rows_with,
 };
-pub use distill_loss::{hidden_mse, hidden_mse_slow, kl_div, kl_div_grad, kl_div_slow};
+pub use distill_loss::{
+    hidden_mse, hidden_mse_slow, hidden_mse_with, kl_div, kl_div_grad, kl_div_grad_with,
+    kl_div_slow, kl_div_with,
+};
 pub use launch::Launch;
 pub use swiglu::{swiglu, swiglu_slow};
 pub use token_nll::{token_nll, token_nll_slow};

@@ -76,20 +76,40 @@ pub fn plan(ratio: f64, ffn_a: &[f32], ffn_b: &[f32], kv_a: &[f32], kv_b: &[f32]
     }
 }
 
-/// Rows `index` of `t` (dim 0) or columns (dim 1).
-fn take(t: &Tensor, dim: usize, index: &[usize]) -> Result<Tensor> {
-    let idx: Vec<u32> = index.iter().map(|&i| i as u32).collect();
-    let idx = Tensor::new(idx.as_slice(), t.device())?;
-    Ok(t.index_select(&idx, dim)?)
+/// Which of `a`'s and `b`'s rows (columns) go into a merged matrix.
+#[derive(Clone, Copy)]
+enum Axis {
+    Rows,
+    Cols,
+}
+
+/// The kept rows (columns) `keep_a` of `a`, then `keep_b` of `b`, in one concat op (the kernels'
+/// concatenated-layer construction: one launch per matrix on a GPU).
+fn concat(
+    axis: Axis,
+    a: &Tensor,
+    b: &Tensor,
+    keep_a: &[usize],
+    keep_b: &[usize],
+) -> Result<Tensor> {
+    let offset = match axis {
+        Axis::Rows => a.dim(0)?,
+        Axis::Cols => a.dim(1)?,
+    };
+    let idx: Vec<u32> = keep_a
+        .iter()
+        .map(|&i| i as u32)
+        .chain(keep_b.iter().map(|&i| (offset + i) as u32))
+        .collect();
+    Ok(match axis {
+        Axis::Rows => layerfold_kernels::concat_rows(a, b, &idx)?,
+        Axis::Cols => layerfold_kernels::concat_cols(a, b, &idx)?,
+    })
 }
 
 /// Rows of `head_dim`-sized heads `heads`.
 fn head_rows(heads: &[usize], head_dim: usize) -> Vec<usize> {
     heads.iter().flat_map(|&h| h * head_dim..(h + 1) * head_dim).collect()
-}
-
-fn cat(parts: [Tensor; 2], dim: usize) -> Result<Tensor> {
-    Ok(Tensor::cat(&parts, dim)?)
 }
 
 /// `r_a·x_a + r_b·x_b` in f32, back in `x_a`'s dtype.
@@ -113,12 +133,13 @@ pub fn kept_query_heads(kv: &[usize], n_q: usize, n_kv: usize, layout: GqaLayout
     }
 }
 
-/// Rows `keep` of a linear (weight and bias) along its output.
-fn rows(l: &Linear, keep: &[usize]) -> Result<Linear> {
-    Ok(Linear::new(
-        take(&l.weight, 0, keep)?,
-        l.bias.as_ref().map(|b| take(b, 0, keep)).transpose()?,
-    ))
+/// Rows `keep_a` of `la` then `keep_b` of `lb` along their outputs (weights and biases).
+fn stack(la: &Linear, lb: &Linear, keep_a: &[usize], keep_b: &[usize]) -> Result<Linear> {
+    let bias = match (&la.bias, &lb.bias) {
+        (Some(x), Some(y)) => Some(concat(Axis::Rows, x, y, keep_a, keep_b)?),
+        _ => None,
+    };
+    Ok(Linear::new(concat(Axis::Rows, &la.weight, &lb.weight, keep_a, keep_b)?, bias))
 }
 
 /// The merged layer of `a` then `b` under `plan`.
@@ -140,31 +161,13 @@ pub fn concat_layers(
     let r = plan.ratio;
     let q_a = kept_query_heads(&plan.kv_a, aa.num_heads(), aa.num_kv_heads(), layout);
     let q_b = kept_query_heads(&plan.kv_b, ab.num_heads(), ab.num_kv_heads(), layout);
-    let stack = |la: Linear, lb: Linear| -> Result<Linear> {
-        let bias = match (la.bias, lb.bias) {
-            (Some(x), Some(y)) => Some(cat([x, y], 0)?),
-            _ => None,
-        };
-        Ok(Linear::new(cat([la.weight, lb.weight], 0)?, bias))
-    };
-    let q_proj =
-        stack(rows(&aa.q_proj, &head_rows(&q_a, dh))?, rows(&ab.q_proj, &head_rows(&q_b, dh))?)?;
-    let k_proj = stack(
-        rows(&aa.k_proj, &head_rows(&plan.kv_a, dh))?,
-        rows(&ab.k_proj, &head_rows(&plan.kv_b, dh))?,
-    )?;
-    let v_proj = stack(
-        rows(&aa.v_proj, &head_rows(&plan.kv_a, dh))?,
-        rows(&ab.v_proj, &head_rows(&plan.kv_b, dh))?,
-    )?;
+    let (qa, qb) = (head_rows(&q_a, dh), head_rows(&q_b, dh));
+    let (kva, kvb) = (head_rows(&plan.kv_a, dh), head_rows(&plan.kv_b, dh));
+    let q_proj = stack(&aa.q_proj, &ab.q_proj, &qa, &qb)?;
+    let k_proj = stack(&aa.k_proj, &ab.k_proj, &kva, &kvb)?;
+    let v_proj = stack(&aa.v_proj, &ab.v_proj, &kva, &kvb)?;
     let o_proj = Linear::new(
-        cat(
-            [
-                take(&aa.o_proj.weight, 1, &head_rows(&q_a, dh))?,
-                take(&ab.o_proj.weight, 1, &head_rows(&q_b, dh))?,
-            ],
-            1,
-        )?,
+        concat(Axis::Cols, &aa.o_proj.weight, &ab.o_proj.weight, &qa, &qb)?,
         match (&aa.o_proj.bias, &ab.o_proj.bias) {
             (Some(x), Some(y)) => Some(weighted(x, y, r)?),
             _ => None,
@@ -180,13 +183,7 @@ pub fn concat_layers(
     };
     let (ma, mb) = (&a.mlp, &b.mlp);
     let down = Linear::new(
-        cat(
-            [
-                take(&ma.down_proj.weight, 1, &plan.ffn_a)?,
-                take(&mb.down_proj.weight, 1, &plan.ffn_b)?,
-            ],
-            1,
-        )?,
+        concat(Axis::Cols, &ma.down_proj.weight, &mb.down_proj.weight, &plan.ffn_a, &plan.ffn_b)?,
         match (&ma.down_proj.bias, &mb.down_proj.bias) {
             (Some(x), Some(y)) => Some(weighted(x, y, r)?),
             _ => None,
@@ -203,8 +200,8 @@ pub fn concat_layers(
             head_dim: dh,
         },
         mlp: Mlp {
-            gate_proj: stack(rows(&ma.gate_proj, &plan.ffn_a)?, rows(&mb.gate_proj, &plan.ffn_b)?)?,
-            up_proj: stack(rows(&ma.up_proj, &plan.ffn_a)?, rows(&mb.up_proj, &plan.ffn_b)?)?,
+            gate_proj: stack(&ma.gate_proj, &mb.gate_proj, &plan.ffn_a, &plan.ffn_b)?,
+            up_proj: stack(&ma.up_proj, &mb.up_proj, &plan.ffn_a, &plan.ffn_b)?,
             down_proj: down,
         },
         input_layernorm: mean_norm(&a.input_layernorm, &b.input_layernorm)?,

@@ -480,7 +480,7 @@ pub struct TokenMask {
     pub lengths: Vec<usize>,
     /// Padded row length.
     pub seq_len: usize,
-    /// `[b·s, 1]` f32 of 1 (real) and 0 (padding); `None` when no row is padded.
+    /// `[b·s]` f32 of 1 (real) and 0 (padding); `None` when no row is padded.
     pub weights: Option<Tensor>,
 }
 
@@ -493,7 +493,7 @@ impl TokenMask {
                 .iter()
                 .flat_map(|&l| (0..seq_len).map(move |p| if p < l { 1.0 } else { 0.0 }))
                 .collect();
-            Some(Tensor::from_vec(w, (lengths.len() * seq_len, 1), device)?)
+            Some(Tensor::from_vec(w, lengths.len() * seq_len, device)?)
         };
         Ok(Self { lengths, seq_len, weights })
     }
@@ -503,15 +503,11 @@ impl TokenMask {
         self.lengths.iter().sum()
     }
 
-    /// Per-channel sum over real tokens of `|x|`, in f32: `x` is `[b, s, c]`, the result `[c]`.
+    /// Per-channel sum over real tokens of `|x|`, in f32: `x` is `[b, s, c]`, the result `[c]`
+    /// (the act-intensity op: one pass, no `[b·s, c]` temporary, on every device).
     pub fn abs_sum(&self, x: &Tensor) -> Result<Tensor> {
         let c = x.dim(D::Minus1)?;
-        let flat = x.reshape(((), c))?.to_dtype(DType::F32)?.abs()?;
-        let flat = match &self.weights {
-            Some(w) => flat.broadcast_mul(w)?,
-            None => flat,
-        };
-        Ok(flat.sum(0)?)
+        Ok(layerfold_kernels::act_intensity(&x.reshape(((), c))?, self.weights.as_ref())?)
     }
 }
 

@@ -8,7 +8,7 @@
 //! The observer keeps only running f32 sums of `|a_j|` and `|o_c|` per layer (never a
 //! `[tokens, I]` tensor); the weight norms are applied once at the end.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::model::decoder::{DecoderLayer, Observer, TokenMask};
@@ -39,7 +39,7 @@ fn add(slot: &mut Option<Tensor>, x: Tensor) -> Result<()> {
 
 /// `‖W[:, c]‖₁` for every column of an `[out, in]` weight, in f32.
 fn column_l1(w: &Tensor) -> Result<Tensor> {
-    Ok(w.to_dtype(DType::F32)?.abs()?.sum(0)?)
+    Ok(layerfold_kernels::act_intensity(w, None)?)
 }
 
 impl ChannelActivity {

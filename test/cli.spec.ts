@@ -6,7 +6,11 @@ import { describe, expect, it } from 'vitest';
 import { cli, shared, smollm2, tmpDir, wikitext } from './fixtures';
 
 function run(...args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
+  return runWith({}, ...args);
+}
+
+function runWith(env: Record<string, string>, ...args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0', ...env } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
 }
 
@@ -17,6 +21,21 @@ describe('layerfold info', () => {
     const r = run('info', smollm2(), '--json');
     expect(r.status).toBe(0);
     expect(r.json()).toMatchObject({ architecture: 'llama', format: 'gguf', numLayers: 30, numAttentionHeads: 9 });
+  });
+
+  it('reports an unusable forced CUDA addon as E_DEVICE, not a stack trace', () => {
+    const r = runWith({ LAYERFOLD_ADDON: 'cuda' }, 'info', stories(), '--json');
+    if (r.status === 0) {
+      // A machine with the CUDA addon and a driver: it must be the one running.
+      expect(r.json().addon.variant).toBe('cuda');
+      return;
+    }
+    expect(r.status).toBe(1);
+    expect(r.json().error.code).toBe('E_DEVICE');
+    expect(r.json().error.message).toMatch(/CUDA addon|did not load/);
+    expect(r.stderr).not.toMatch(/\bat .*native/);
+    const plain = runWith({ LAYERFOLD_ADDON: 'cuda' }, 'info', stories());
+    expect(plain.stderr).toMatch(/^layerfold: .*\[E_DEVICE\]\n$/);
   });
 
   it('prints a readable table without it', () => {

@@ -493,5 +493,5 @@ export type { AddonInfo };
 
 /** Which native addon this process runs (`cpu` or `cuda`), and why not the CUDA one if it is installed but did not load. */
 export function addon(): AddonInfo {
-  return { ...loadedAddon };
+  return { ...loadedAddon() };
 }

@@ -4,8 +4,10 @@
  * is installed and loads: it links the NVIDIA driver's libcuda.so.1, so on a machine without the
  * driver it does not load, and the CPU build (found by napi-rs's generated loader, `index.js`)
  * takes its place, with the reason kept for `addon()`. `LAYERFOLD_ADDON=cpu` skips the CUDA
- * variant; `LAYERFOLD_ADDON=cuda` makes its absence an error. Nothing outside `ts/` should import
- * this: the facade in `index.ts` is the public API.
+ * variant; `LAYERFOLD_ADDON=cuda` makes its absence an error. The choice is made on first use,
+ * not at import, so that such an error reaches the caller (and the CLI's error report) as a
+ * LayerfoldError. Nothing outside `ts/` should import this: the facade in `index.ts` is the public
+ * API.
  */
 import path from 'node:path';
 
@@ -59,9 +61,16 @@ function load(): { binding: typeof Generated; info: AddonInfo } {
   return { binding, info: { variant: 'cpu', file, ...(fallback ? { fallback } : {}) } };
 }
 
-const loaded = load();
+let loaded: ReturnType<typeof load> | undefined;
+const chosen = (): ReturnType<typeof load> => (loaded ??= load());
 
 /** Which addon this process runs, and why not the CUDA one if it is installed but unusable. */
-export const addonInfo: AddonInfo = loaded.info;
-const native: typeof Generated = loaded.binding;
+export function addonInfo(): AddonInfo {
+  return chosen().info;
+}
+
+/** The binding, loaded when one of its functions or classes is first looked up. */
+const native = new Proxy({} as typeof Generated, {
+  get: (_target, key) => Reflect.get(chosen().binding, key),
+});
 export default native;

@@ -374,7 +374,8 @@ pub fn kl_div_grad_with(
         s.apply_op3_no_bwd(&t, &g, &KlGrad { tau: tau as f32, launch })
     } else {
         let p = |z: &Tensor| candle_nn_free::log_softmax(&(z.detach() / tau)?)?.exp();
-        (p(student)? - p(teacher)?)?.broadcast_mul(&(row_grad.detach() * tau)?.unsqueeze(1)?)
+        (p(student)? - p(teacher)?)?
+            .broadcast_mul(&(row_grad.detach().to_dtype(student.dtype())? * tau)?.unsqueeze(1)?)
     }
 }
 

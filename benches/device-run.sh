@@ -26,13 +26,13 @@ case "${1:-}" in
 pack)
   source scripts/cuda-toolchain.sh
   export CARGO_TARGET_DIR="${LAYERFOLD_CUDA_TARGET:-$HOME/.cache/layerfold/cuda-target}"
-  build=(--release --target x86_64-unknown-linux-gnu --features
-    layerfold-kernels/cuda,layerfold-core/cuda,layerfold-bench-kernels/cuda)
+  build=(--release --target x86_64-unknown-linux-gnu)
   # The executables cargo reports for: the kernels' unit tests, core's tests/cuda.rs, the harness.
   stage="$(mktemp -d)"
   cargo test "${build[@]}" -p layerfold-kernels -p layerfold-core --lib --test cuda --no-run \
+    --features layerfold-kernels/cuda,layerfold-core/cuda \
     --message-format=json >"$stage/artifacts.json"
-  cargo build "${build[@]}" -p layerfold-bench-kernels --message-format=json >>"$stage/artifacts.json"
+  cargo build "${build[@]}" -p layerfold-bench-kernels --features cuda --message-format=json >>"$stage/artifacts.json"
   python3 - "$stage" <<'EOF'
 import json, shutil, subprocess, sys
 names = {("layerfold_kernels", True): "kernels-tests", ("cuda", True): "core-cuda-tests",
@@ -66,7 +66,8 @@ run)
   work="$(mktemp -d)"
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$dir/device.tar.xz" "$work"
   site="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  libs="$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')"
+  # PyTorch's CUDA 13 wheels: site-packages/nvidia/cu13/lib (none here: then the path stays as is).
+  libs="$( (find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null || true) | tr '\n' ':')"
   export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"
   export LAYERFOLD_SHARED="$work/shared"
   status=0

@@ -89,27 +89,28 @@ impl ActIntensity {
         lx: &Layout,
         w: Option<(&candle_core::CudaStorage, &Layout)>,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::cuda::{self, Floats};
+        use crate::cuda::{self, dispatch_float, Float};
         use candle_core::cuda_backend::cudarc::driver::{
-            CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+            CudaSlice, CudaView, LaunchConfig, PushKernelArg,
         };
         use candle_core::cuda_backend::WrapErr;
 
         /// One `act_intensity_<dtype>_v<vec>` launch into `partial: [row_blocks, c]`.
-        fn partial<T: DeviceRepr>(
-            dev: &candle_core::CudaDevice,
-            name: &str,
-            cfg: LaunchConfig,
-            x: &CudaView<T>,
+        fn partial<T: Float>(
+            (x, lx): (&candle_core::CudaStorage, &Layout),
             w: Option<&CudaView<f32>>,
             partial: &CudaSlice<f32>,
+            (cfg, vec): (LaunchConfig, u32),
             (n, c, items): (i32, i32, i32),
         ) -> Result<()> {
+            let dev = &x.device;
+            let x = cuda::view("act-intensity", x.as_cuda_slice::<T>()?, lx)?;
+            let name = format!("act_intensity_{}_v{vec}", T::NAME);
             let f =
-                dev.get_or_load_custom_func(name, cuda::ACT_INTENSITY.0, cuda::ACT_INTENSITY.1)?;
+                dev.get_or_load_custom_func(&name, cuda::ACT_INTENSITY.0, cuda::ACT_INTENSITY.1)?;
             let null = 0u64;
             let mut b = f.builder();
-            b.arg(x);
+            b.arg(&x);
             match w {
                 Some(w) => b.arg(w),
                 None => b.arg(&null),
@@ -129,10 +130,9 @@ impl ActIntensity {
         let Launch { block, items, vec } = self.launch;
         let row_blocks = n.div_ceil(items as usize).max(1);
         let out_partial = dev.alloc_zeros::<f32>(row_blocks * c)?;
-        let floats = Floats::of("act-intensity", x)?;
         // A vector load needs the row length and the start to be multiples of its width; f32 has
         // no 8-wide kernel (32 bytes is past the widest load).
-        let widest = if matches!(floats, Floats::F32(_)) { 4 } else { 8 };
+        let widest = if x.dtype() == DType::F32 { 4 } else { 8 };
         let vec = vec.min(widest);
         let vec =
             if c.is_multiple_of(vec as usize) && lx.start_offset().is_multiple_of(vec as usize) {
@@ -150,36 +150,11 @@ impl ActIntensity {
             shared_mem_bytes: 0,
         };
         let dims = (n as i32, c as i32, items as i32);
-        let w = w.as_ref();
-        match floats {
-            Floats::F32(s) => partial(
-                dev,
-                &format!("act_intensity_f32_v{vec}"),
-                cfg,
-                &cuda::view("act-intensity", s, lx)?,
-                w,
-                &out_partial,
-                dims,
-            )?,
-            Floats::F16(s) => partial(
-                dev,
-                &format!("act_intensity_f16_v{vec}"),
-                cfg,
-                &cuda::view("act-intensity", s, lx)?,
-                w,
-                &out_partial,
-                dims,
-            )?,
-            Floats::Bf16(s) => partial(
-                dev,
-                &format!("act_intensity_bf16_v{vec}"),
-                cfg,
-                &cuda::view("act-intensity", s, lx)?,
-                w,
-                &out_partial,
-                dims,
-            )?,
-        }
+        dispatch_float!(
+            "act-intensity",
+            x.dtype(),
+            partial((x, lx), w.as_ref(), &out_partial, (cfg, vec), dims)
+        )?;
         let out = dev.alloc_zeros::<f32>(c)?;
         let f = dev.get_or_load_custom_func(
             "act_intensity_reduce",

@@ -158,11 +158,9 @@ impl candle_core::CustomOp3 for Concat {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::cuda::{self, Floats};
-        use candle_core::cuda_backend::cudarc::driver::{
-            CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
-        };
-        use candle_core::cuda_backend::{CudaDType, WrapErr};
+        use crate::cuda::{self, dispatch_float, Float};
+        use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
 
         let op = self.name();
         let dev = &s1.device;
@@ -173,23 +171,27 @@ impl candle_core::CustomOp3 for Concat {
         let ((ra, ca), (_, cb)) = dims(self.axis, l1, l2, &host)?;
         let Launch { block, items, vec } = self.launch;
 
-        /// One launch of `name` over `a`, `b` into a new `[m, ca]` or `[ra, m]` of `T`.
-        fn go<
-            T: DeviceRepr + CudaDType + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits,
-        >(
-            dev: &candle_core::CudaDevice,
-            name: String,
+        /// One launch of kernel `name(dtype)` over `a`, `b` into a new `[m, ca]` or `[ra, m]`.
+        fn go<T: Float>(
+            name: &dyn Fn(&str) -> String,
             cfg: LaunchConfig,
-            (a, b, idx): (&CudaView<T>, &CudaView<T>, &CudaView<u32>),
+            ((a, la), (b, lb)): Pair,
+            idx: &CudaView<u32>,
             len: usize,
             ints: &[i32],
         ) -> Result<candle_core::CudaStorage> {
-            let f =
-                dev.get_or_load_custom_func(&name, cuda::CONCAT_LAYERS.0, cuda::CONCAT_LAYERS.1)?;
+            let (op, dev) = ("concat", &a.device);
+            let a = cuda::view(op, a.as_cuda_slice::<T>()?, la)?;
+            let b = cuda::view(op, b.as_cuda_slice::<T>()?, lb)?;
+            let f = dev.get_or_load_custom_func(
+                &name(T::NAME),
+                cuda::CONCAT_LAYERS.0,
+                cuda::CONCAT_LAYERS.1,
+            )?;
             // SAFETY: every element is written by the kernel below before it is read.
             let out = unsafe { dev.alloc::<T>(len)? };
             let mut builder = f.builder();
-            builder.arg(a).arg(b).arg(idx).arg(&out);
+            builder.arg(&a).arg(&b).arg(idx).arg(&out);
             for v in ints {
                 builder.arg(v);
             }
@@ -198,14 +200,18 @@ impl candle_core::CustomOp3 for Concat {
             unsafe { builder.launch(cfg) }.w()?;
             Ok(cuda::storage(out, dev))
         }
+        type Pair<'a> = (
+            (&'a candle_core::CudaStorage, &'a Layout),
+            (&'a candle_core::CudaStorage, &'a Layout),
+        );
 
-        let floats = Floats::of(op, s1)?;
-        let (suffix, widest) = match floats {
-            Floats::F32(_) => ("f32", 4),
-            Floats::F16(_) => ("f16", 4),
-            Floats::Bf16(_) => ("bf16", 4),
-        };
-        let (name, cfg, len, ints) = match self.axis {
+        if s1.dtype() != s2.dtype() {
+            candle_core::bail!("{op}: the two inputs differ in dtype")
+        }
+        // 16-byte loads at most: 4 f32, and 4 of the 16-bit types as the kernels are built.
+        let widest = 4;
+        type Name = Box<dyn Fn(&str) -> String>;
+        let (name, cfg, len, ints): (Name, _, _, _) = match self.axis {
             Axis::Rows => {
                 let vec = vec.min(widest);
                 let aligned = |l: &Layout| l.start_offset().is_multiple_of(vec as usize);
@@ -223,7 +229,8 @@ impl candle_core::CustomOp3 for Concat {
                     block_dim: (block, 1, 1),
                     shared_mem_bytes: 0,
                 };
-                (format!("concat_rows_{suffix}_v{vec}"), cfg, m * ca, vec![ra as i32, ca as i32])
+                let name = Box::new(move |dtype: &str| format!("concat_rows_{dtype}_v{vec}"));
+                (name, cfg, m * ca, vec![ra as i32, ca as i32])
             }
             Axis::Cols => {
                 let cfg = LaunchConfig {
@@ -236,36 +243,14 @@ impl candle_core::CustomOp3 for Concat {
                     shared_mem_bytes: 0,
                 };
                 let ints = vec![ra as i32, ca as i32, cb as i32, m as i32, items as i32];
-                (format!("concat_cols_{suffix}"), cfg, ra * m, ints)
+                (Box::new(|dtype: &str| format!("concat_cols_{dtype}")), cfg, ra * m, ints)
             }
         };
-        let out = match (floats, Floats::of(op, s2)?) {
-            (Floats::F32(a), Floats::F32(b)) => go(
-                dev,
-                name,
-                cfg,
-                (&cuda::view(op, a, l1)?, &cuda::view(op, b, l2)?, &idx),
-                len,
-                &ints,
-            )?,
-            (Floats::F16(a), Floats::F16(b)) => go(
-                dev,
-                name,
-                cfg,
-                (&cuda::view(op, a, l1)?, &cuda::view(op, b, l2)?, &idx),
-                len,
-                &ints,
-            )?,
-            (Floats::Bf16(a), Floats::Bf16(b)) => go(
-                dev,
-                name,
-                cfg,
-                (&cuda::view(op, a, l1)?, &cuda::view(op, b, l2)?, &idx),
-                len,
-                &ints,
-            )?,
-            _ => candle_core::bail!("{op}: the two inputs differ in dtype"),
-        };
+        let out = dispatch_float!(
+            op,
+            s1.dtype(),
+            go(&name, cfg, ((s1, l1), (s2, l2)), &idx, len, &ints)
+        )?;
         let shape = match self.axis {
             Axis::Rows => Shape::from((m, ca)),
             Axis::Cols => Shape::from((ra, m)),

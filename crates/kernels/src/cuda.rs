@@ -1,9 +1,8 @@
 //! What the CUDA side of the ops shares: the PTX modules build.rs compiled, and typed views of a
 //! storage's float data.
 
-use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
-use candle_core::cuda_backend::{CudaDType, CudaStorageSlice};
+use candle_core::cuda_backend::CudaDType;
 use candle_core::{CudaDevice, CudaStorage, Layout, Result};
 
 /// `(module name, PTX)` per `.cu` file.
@@ -46,34 +45,16 @@ impl Float for half::bf16 {
 /// `$f::<T>(args…)` with `T` the [`Float`] type of `$dtype`, or an error naming `$op`: one
 /// generic launcher serves the three dtypes.
 macro_rules! dispatch_float {
-    ($op:expr, $dtype:expr, $f:ident($($arg:expr),* $(,)?)) => {
+    ($op:expr, $dtype:expr, $($f:ident)::+($($arg:expr),* $(,)?)) => {
         match $dtype {
-            candle_core::DType::F32 => $f::<f32>($($arg),*),
-            candle_core::DType::F16 => $f::<half::f16>($($arg),*),
-            candle_core::DType::BF16 => $f::<half::bf16>($($arg),*),
+            candle_core::DType::F32 => $($f)::+::<f32>($($arg),*),
+            candle_core::DType::F16 => $($f)::+::<half::f16>($($arg),*),
+            candle_core::DType::BF16 => $($f)::+::<half::bf16>($($arg),*),
             other => candle_core::bail!("{}: needs f32, f16 or bf16 input, got {other:?}", $op),
         }
     };
 }
 pub(crate) use dispatch_float;
-
-/// A float storage as one of the three dtypes the kernels take, with its kernel-name suffix.
-pub enum Floats<'a> {
-    F32(&'a CudaSlice<f32>),
-    F16(&'a CudaSlice<half::f16>),
-    Bf16(&'a CudaSlice<half::bf16>),
-}
-
-impl<'a> Floats<'a> {
-    pub fn of(op: &str, s: &'a CudaStorage) -> Result<Self> {
-        match &s.slice {
-            CudaStorageSlice::F32(x) => Ok(Self::F32(x)),
-            CudaStorageSlice::F16(x) => Ok(Self::F16(x)),
-            CudaStorageSlice::BF16(x) => Ok(Self::Bf16(x)),
-            _ => candle_core::bail!("{op}: needs f32, f16 or bf16 input, got {:?}", s.dtype()),
-        }
-    }
-}
 
 /// Wraps a kernel's output.
 pub fn storage<T: CudaDType>(slice: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {

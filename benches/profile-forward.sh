@@ -12,4 +12,4 @@ data="$(mktemp -d)/perf.data"
 perf record -F 499 -g -o "$data" -- node benches/ppl-layerfold.mjs \
   --model "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --data "$shared/data/text/wikitext2_raw_test.txt" \
   --seq-len "${1:-512}" --windows "${2:-4}"
-perf report -i "$data" --no-children --sort dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
+perf report -i "$data" --no-children -g none --sort dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30

@@ -16,7 +16,7 @@
 # With the device tool: run(command="bash benches/device-run.sh run", carry=["out/device"]).
 # The binaries link libcuda.so.1 (the driver), libcudart.so.13, libcublas.so.13 and libcurand.so.10:
 # `run` puts the CUDA wheels' lib folders of the machine's python3 (PyTorch's) on the library path.
-# `run` takes about 3 minutes on an H200 (the harness's grids and the 7B-shaped CoMe run).
+# How long `run` takes on a GPU has not been measured yet (no GPU was lent when it was written).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=out/device

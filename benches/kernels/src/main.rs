@@ -194,7 +194,7 @@ impl Bench {
         g
     }
 
-    /// Times `call` over `grid` for each shape, prints and records each, and keeps the launch
+    /// Times `call` over `grid` for each shape, prints and records each, and returns the launch
     /// with the smallest total of per-shape times relative to each shape's best.
     fn sweep(
         &mut self,
@@ -202,11 +202,11 @@ impl Bench {
         shapes: &[(String, f64)],
         grid: &[Launch],
         mut call: impl FnMut(usize, Launch) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Launch> {
         let mut times = vec![vec![f64::INFINITY; grid.len()]; shapes.len()];
         for (s, (name, bytes)) in shapes.iter().enumerate() {
             for (g, &launch) in grid.iter().enumerate() {
-                let secs = match time(&self.dev.clone(), || call(s, launch)) {
+                let secs = match time(&self.dev, || call(s, launch)) {
                     Ok(t) => t,
                     // A configuration the device cannot launch (too many threads, say) is skipped.
                     Err(e) => {
@@ -233,15 +233,50 @@ impl Bench {
             times.iter().map(|t| t[g] / t.iter().cloned().fold(f64::INFINITY, f64::min)).sum()
         };
         let best = (0..grid.len()).min_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap();
-        self.best.insert(kernel, grid[best]);
+        Ok(grid[best])
+    }
+
+    /// [`Bench::sweep`], keeping its best launch as `kernel`'s tuned one.
+    fn tune(
+        &mut self,
+        kernel: &'static str,
+        shapes: &[(String, f64)],
+        grid: &[Launch],
+        call: impl FnMut(usize, Launch) -> Result<()>,
+    ) -> Result<()> {
+        let best = self.sweep(kernel, shapes, grid, call)?;
+        self.best.insert(kernel, best);
         Ok(())
+    }
+
+    /// Two `[r, c]` bf16 matrices per shape and the index list that keeps every other row
+    /// (`Rows`) or column (`Cols`) of each, as a 0.5 merge ratio does, with the bytes a call moves
+    /// (the kept part read once, the output written once).
+    #[allow(clippy::type_complexity)]
+    fn merge_inputs(
+        &self,
+        shapes: &[(&str, usize, usize)],
+        rows: bool,
+    ) -> Result<(Vec<(Tensor, Tensor, Vec<u32>)>, Vec<(String, f64)>)> {
+        let (mut inputs, mut sizes) = (Vec::new(), Vec::new());
+        for &(name, r, c) in shapes {
+            let a = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
+            let b = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
+            let along = if rows { r } else { c } as u32;
+            let idx: Vec<u32> =
+                (0..along).step_by(2).chain((along..2 * along).step_by(2)).collect();
+            let out_elems = idx.len() * if rows { c } else { r };
+            sizes.push((format!("{name} [{r},{c}]x2 bf16"), (2 * out_elems * 2) as f64));
+            inputs.push((a, b, idx));
+        }
+        Ok((inputs, sizes))
     }
 
     /// Device-to-device copy of 1 GiB (bytes read + written): the ceiling the kernels are held to.
     fn copy(&mut self) -> Result<()> {
         let n = if self.smoke { 1 << 20 } else { 1 << 28 };
         let x = Tensor::zeros(n, DType::F32, &self.dev)?;
-        let secs = time(&self.dev.clone(), || x.copy().map(drop))?;
+        let secs = time(&self.dev, || x.copy().map(drop))?;
         self.copy_gbs = (2 * 4 * n) as f64 / secs / 1e9;
         println!(
             "copy {} MiB: {:.1} us, {:.0} GB/s (read + write)",
@@ -282,13 +317,13 @@ impl Bench {
             })
             .collect();
         let grid = self.grid(&[64, 128, 256, 512, 1024], &[16, 64, 256], &[1, 2, 4, 8]);
-        self.sweep("act_intensity", &shapes, &grid, |s, l| {
+        self.tune("act_intensity", &shapes, &grid, |s, l| {
             kernels::act_intensity_with(&xs[s], Some(&w), l).map(drop)
         })
     }
 
     fn concat(&mut self) -> Result<()> {
-        // (name, rows of a and b, columns, kept rows): gate/up and q of Llama-2-7B, SmolLM2's gate.
+        // (name, rows, columns) of each layer's matrix: gate/up and q of Llama-2-7B, SmolLM2's gate.
         let rows_shapes: &[(&str, usize, usize)] = if self.smoke {
             &[("toy", 40, 24)]
         } else {
@@ -298,23 +333,13 @@ impl Bench {
                 ("smollm2 gate", 1536, 576),
             ]
         };
-        let mut inputs = Vec::new();
-        let mut shapes = Vec::new();
-        for &(name, r, c) in rows_shapes {
-            let a = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
-            let b = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
-            // Half of each layer's rows, as a 0.5 ratio keeps: every other row.
-            let idx: Vec<u32> =
-                (0..r as u32).step_by(2).chain((r as u32..2 * r as u32).step_by(2)).collect();
-            shapes.push((format!("{name} [{r},{c}]x2 bf16"), (2 * idx.len() * c * 2) as f64));
-            inputs.push((a, b, idx));
-        }
+        let (inputs, shapes) = self.merge_inputs(rows_shapes, true)?;
         let grid = self.grid(&[64, 128, 256, 512, 1024], &[1], &[1, 2, 4]);
-        self.sweep("concat_rows", &shapes, &grid, |s, l| {
+        self.tune("concat_rows", &shapes, &grid, |s, l| {
             let (a, b, idx) = &inputs[s];
             kernels::concat_rows_with(a, b, idx, l).map(drop)
         })?;
-        // Columns: down (and o) of Llama-2-7B, SmolLM2's down.
+        // Columns: down and o of Llama-2-7B, SmolLM2's down.
         let cols_shapes: &[(&str, usize, usize)] = if self.smoke {
             &[("toy", 24, 40)]
         } else {
@@ -324,17 +349,9 @@ impl Bench {
                 ("smollm2 down", 576, 1536),
             ]
         };
-        let (mut inputs, mut shapes) = (Vec::new(), Vec::new());
-        for &(name, r, c) in cols_shapes {
-            let a = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
-            let b = randn(&[r, c], 1.0, DType::BF16, &self.dev)?;
-            let idx: Vec<u32> =
-                (0..c as u32).step_by(2).chain((c as u32..2 * c as u32).step_by(2)).collect();
-            shapes.push((format!("{name} [{r},{c}]x2 bf16"), (2 * r * idx.len() * 2) as f64));
-            inputs.push((a, b, idx));
-        }
+        let (inputs, shapes) = self.merge_inputs(cols_shapes, false)?;
         let grid = self.grid(&[64, 128, 256, 512, 1024], &[1, 4, 16, 64], &[1]);
-        self.sweep("concat_cols", &shapes, &grid, |s, l| {
+        self.tune("concat_cols", &shapes, &grid, |s, l| {
             let (a, b, idx) = &inputs[s];
             kernels::concat_cols_with(a, b, idx, l).map(drop)
         })
@@ -364,7 +381,7 @@ impl Bench {
                 (format!("{name} fwd [{n},{v}] bf16"), (2 * n * v * 2 + n * 4) as f64)
             })
             .collect();
-        self.sweep("kl_div", &fwd, &grid, |s, l| {
+        self.tune("kl_div", &fwd, &grid, |s, l| {
             kernels::kl_div_with(&pairs[s].0, &pairs[s].1, 1.0, l).map(drop)
         })?;
         let g = Tensor::ones(n, DType::F32, &self.dev)?;
@@ -374,12 +391,11 @@ impl Bench {
                 (format!("{name} bwd [{n},{v}] bf16"), (3 * n * v * 2 + n * 4) as f64)
             })
             .collect();
-        let kl_best = self.best["kl_div"];
+        // Reported, not tuned: one launch configuration serves both directions (the backward takes
+        // the forward's).
         self.sweep("kl_div_bwd", &bwd, &grid, |s, l| {
             kernels::kl_div_grad_with(&pairs[s].0, &pairs[s].1, &g, 1.0, l).map(drop)
         })?;
-        // One launch configuration serves both directions (the backward takes the forward's).
-        self.best.insert("kl_div", kl_best);
         let d = if self.smoke { 64 } else { 4096 };
         let (hs, ht) = (
             randn(&[n * 4, d], 1.0, DType::BF16, &self.dev)?,
@@ -387,10 +403,9 @@ impl Bench {
         );
         let shapes =
             vec![(format!("llama2-7b hidden [{},{d}] bf16", n * 4), (2 * n * 4 * d * 2) as f64)];
-        self.sweep("hidden_mse", &shapes, &grid, |_, l| {
+        self.tune("hidden_mse", &shapes, &grid, |_, l| {
             kernels::hidden_mse_with(&hs, &ht, l).map(drop)
         })?;
-        self.best.remove("kl_div_bwd");
 
         let peak = PeakMemory::new(&self.dev);
         for ((name, v), (s, t)) in vocabs.iter().zip(&pairs) {
@@ -414,7 +429,7 @@ impl Bench {
                     step()?;
                     self.dev.synchronize()?;
                     let high = peak.peak();
-                    let secs = time(&self.dev.clone(), step)?;
+                    let secs = time(&self.dev, step)?;
                     sides.push((secs, base.zip(high).map(|(b, h)| h.saturating_sub(b))));
                 }
                 let ((tf, mf), (tu, mu)) = (sides[0], sides[1]);
@@ -497,7 +512,7 @@ impl Bench {
             kv_a: half(cfg.num_key_value_heads),
             kv_b: half(cfg.num_key_value_heads),
         };
-        let merge = time(&self.dev.clone(), || {
+        let merge = time(&self.dev, || {
             concat::concat_layers(a, b, &plan, concat::GqaLayout::Grouped).map(drop).map_err(err)
         })?;
         println!("come merge step (build one merged layer, {dtype:?}): {:.2} ms", merge * 1e3);

@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::DType;
 use common::*;
-use layerfold_core::calib::{CalibrationConfig, CalibrationKind};
+use layerfold_core::calib::CalibrationKind;
 use layerfold_core::methods::{prune, PruneRequest, Target};
 use layerfold_core::model::DeviceChoice;
 use layerfold_core::{LoadOptions, Model, RunContext};
@@ -35,13 +35,7 @@ fn come_on_cuda_makes_the_merges_it_makes_on_the_cpu() {
         method: "come".into(),
         options: serde_json::Value::Null,
         target: Target { remove_layers: Some(2), ..Default::default() },
-        calibration: CalibrationConfig {
-            file: Some(shared("data/text/wikitext2_valid_tokenized.txt")),
-            kind: Some(CalibrationKind::Chunked),
-            seq_len: Some(128),
-            n_samples: Some(8),
-            ..Default::default()
-        },
+        calibration: calibration(CalibrationKind::Chunked, 128, 8),
         distill: None,
     };
     let (on_cpu, cpu_summary) = prune(&cpu, &request, &ctx).unwrap();

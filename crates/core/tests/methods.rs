@@ -11,16 +11,6 @@ use layerfold_core::model::decoder::{Attention, DecoderLayer, Linear, Mlp, RmsNo
 use layerfold_core::model::origin::Origin;
 use layerfold_core::{Model, RunContext};
 
-fn calibration(kind: CalibrationKind, seq_len: usize, n: usize) -> CalibrationConfig {
-    CalibrationConfig {
-        file: Some(shared("data/text/wikitext2_valid_tokenized.txt")),
-        kind: Some(kind),
-        seq_len: Some(seq_len),
-        n_samples: Some(n),
-        ..Default::default()
-    }
-}
-
 fn request(
     method: &str,
     options: serde_json::Value,

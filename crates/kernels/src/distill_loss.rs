@@ -524,14 +524,7 @@ mod tests {
         student: &Tensor,
         teacher: &Tensor,
     ) -> (Vec<f32>, Vec<f32>) {
-        let var = Var::from_tensor(student).unwrap();
-        let rows = f(var.as_tensor(), teacher).unwrap();
-        let n = rows.dim(0).unwrap();
-        let w: Vec<f32> = (0..n).map(|r| 0.5 + r as f32).collect();
-        let total =
-            (rows.clone() * Tensor::new(w, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
-        let grads = total.backward().unwrap();
-        let g = grads.get(var.as_tensor()).expect("a gradient for the student");
+        let (rows, g) = device_value_and_grad(f, student, teacher);
         (rows.to_vec1().unwrap(), g.flatten_all().unwrap().to_vec1().unwrap())
     }
 
@@ -593,7 +586,8 @@ mod tests {
         }
     }
 
-    /// `Σ_r w_r·loss_r` and its gradient on `device`, with the gradient back on the CPU in f32.
+    /// The rows of `f` and the gradient of `Σ_r w_r·row_r` for the student, on the inputs'
+    /// device, with row weights `w_r = 0.5 + r` so that the row gradient is not all ones.
     fn device_value_and_grad(
         f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
         student: &Tensor,

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use layerfold_core::calib::{CalibrationConfig, CalibrationKind};
 use layerfold_core::{LoadOptions, Model, RunContext};
 
 pub fn repo_root() -> PathBuf {
@@ -71,4 +72,15 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
 
 pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("array").iter().map(|x| x.as_u64().expect("integer") as u32).collect()
+}
+
+/// `n` calibration samples of `seq_len` tokens of `kind` from the WikiText-2 validation text.
+pub fn calibration(kind: CalibrationKind, seq_len: usize, n: usize) -> CalibrationConfig {
+    CalibrationConfig {
+        file: Some(shared("data/text/wikitext2_valid_tokenized.txt")),
+        kind: Some(kind),
+        seq_len: Some(seq_len),
+        n_samples: Some(n),
+        ..Default::default()
+    }
 }

@@ -169,6 +169,8 @@ export interface BindingLoadOptions {
   dtype?: string
   /** `cpu` (default), `cuda`, `cuda:N` or `auto` (CUDA when usable, else the CPU). */
   device?: string
+  /** Read each layer from the checkpoint only while a pass runs it (default false). */
+  stream?: boolean
 }
 
 export interface BindingModelInfo {
@@ -181,6 +183,7 @@ export interface BindingModelInfo {
   device: string
   /** Why the model is on the CPU although `auto` was asked for. */
   deviceFallback?: string
+  streamed?: string
   numLayers: number
   hiddenSize: number
   intermediateSize: number

@@ -112,3 +112,19 @@ describe('layerfold convert', () => {
     expect(over.json().error.code).toBe('E_CONFIG');
   });
 });
+
+describe('--stream', () => {
+  it('prunes with the layers read one at a time, to the same record and weights', () => {
+    const dir = tmpDir();
+    const args = (out: string) => ['prune', stories(), '--method', 'come', '--remove-layers', '2', '--seq-len', '32', '--samples', '4', '--out', out, '--json'];
+    const memory = run(...args(path.join(dir, 'memory')));
+    const streamed = run(...args(path.join(dir, 'streamed')), '--stream');
+    expect(memory.status, memory.stderr).toBe(0);
+    expect(streamed.status, streamed.stderr).toBe(0);
+    expect(streamed.json().record).toEqual(memory.json().record);
+    const weights = (d: string) => fs.readFileSync(path.join(dir, d, 'model.safetensors'));
+    expect(weights('streamed').equals(weights('memory'))).toBe(true);
+    expect(run('info', stories(), '--stream', '--json').json().streamed).toMatch(/stream/);
+    expect(run('info', stories(), '--json').json().streamed).toBeUndefined();
+  });
+});

@@ -21,6 +21,12 @@ export const LoadOptionsSchema = z.strictObject({
     .regex(/^(cpu|cuda(:\d+)?|auto)$/, 'expected cpu, cuda, cuda:N or auto')
     .optional()
     .describe('Device: cpu, cuda, cuda:N, or auto (CUDA device 0 when the addon and the machine can use it, else the CPU). Default cpu.'),
+  stream: z
+    .boolean()
+    .optional()
+    .describe(
+      'Keep the layers memory-mapped in the checkpoint and build each one only while a pass runs it (layer by layer over all calibration batches), for models larger than memory; same results as in memory. Chosen anyway when the weights do not fit the available memory. Default false.',
+    ),
 });
 export type LoadOptions = z.infer<typeof LoadOptionsSchema>;
 

@@ -74,6 +74,8 @@ export interface ModelInfo {
   device: string;
   /** Why the model is on the CPU although `device: 'auto'` was asked for. */
   deviceFallback?: string;
+  /** Why the layers are read from the checkpoint one at a time (`stream`), when they are. */
+  streamed?: string;
   numLayers: number;
   hiddenSize: number;
   intermediateSize: number;

@@ -37,6 +37,7 @@ export function register(program: Command): void {
       // Why the run is on the CPU: the CUDA addon did not load, or it found no usable device.
       const fallback = [addon().fallback, info.deviceFallback].filter(Boolean).join('; ');
       if (fallback) rows.push(['fallback', fallback]);
+      if (info.streamed) rows.push(['streamed', info.streamed]);
       return { json: { ...info, addon: addon() }, text: rows.map(([k, v]) => `${k.padEnd(16)} ${v}\n`).join('') };
     });
   });

@@ -503,7 +503,8 @@ impl Bench {
             },
             warnings: Vec::new(),
         };
-        let (a, b) = (&model.lm.layers[0], &model.lm.layers[1]);
+        let in_memory = |i: usize| model.lm.layers[i].resident().expect("built in memory");
+        let (a, b) = (in_memory(0), in_memory(1));
         let half = |w: usize| -> Vec<usize> { (0..w).step_by(2).collect() };
         let plan = concat::MergePlan {
             ratio: 0.5,
@@ -559,7 +560,8 @@ fn random_llama(cfg: &Config, dtype: DType, dev: &Device) -> Result<CausalLm> {
                 mlp: Mlp { gate_proj: lin(i, h)?, up_proj: lin(i, h)?, down_proj: lin(h, i)? },
                 input_layernorm: norm()?,
                 post_attention_layernorm: norm()?,
-            })
+            }
+            .into())
         })
         .collect::<Result<_>>()?;
     Ok(CausalLm {

@@ -46,7 +46,7 @@ fn layer_input(
     let batch = TokenBatch::new(&[&ids], 0, model.lm.device()).unwrap();
     let ctx = model.lm.context(&model.config, &batch).unwrap();
     let mut h = model.lm.embed(&batch).unwrap();
-    for (i, l) in model.lm.layers.iter().enumerate().take(layer) {
+    for (i, l) in model.lm.layers.iter().map(|l| l.resident().unwrap()).enumerate().take(layer) {
         h = l.forward(i, &h, &ctx, &mut NoObserver).unwrap();
     }
     (h, ctx)
@@ -62,7 +62,10 @@ fn all(n: usize) -> Vec<usize> {
 fn merged_layer_with_every_channel_is_two_layers_side_by_side() {
     for (path, layer) in [(shared("models/stories260K"), 1usize), (smollm2(), 11)] {
         let model = load(&path);
-        let (a, b) = (&model.lm.layers[layer], &model.lm.layers[layer + 1]);
+        let (a, b) = (
+            model.lm.layers[layer].resident().unwrap(),
+            model.lm.layers[layer + 1].resident().unwrap(),
+        );
         let (i, kv) = (a.mlp.intermediate_size(), a.self_attn.num_kv_heads());
         let plan =
             MergePlan { ratio: 0.3, ffn_a: all(i), ffn_b: all(i), kv_a: all(kv), kv_b: all(kv) };
@@ -102,7 +105,10 @@ fn merged_layer_with_every_channel_is_two_layers_side_by_side() {
 fn gqa_heads_still_read_their_kv_heads() {
     let model = load(&smollm2());
     let layer = 5;
-    let (a, b) = (&model.lm.layers[layer], &model.lm.layers[layer + 1]);
+    let (a, b) = (
+        model.lm.layers[layer].resident().unwrap(),
+        model.lm.layers[layer + 1].resident().unwrap(),
+    );
     let (i, dh) = (a.mlp.intermediate_size(), a.self_attn.head_dim);
     let plan = MergePlan {
         ratio: 0.5,
@@ -168,7 +174,7 @@ fn channel_sensitivity_matches_transformers() {
             model.lm.forward(&model.config, &batch, &mut activity, &|| Ok(())).unwrap();
         }
         for (l, want) in fx["layers"].as_array().unwrap().iter().enumerate() {
-            let got = activity.sensitivity(l, &model.lm.layers[l]).unwrap();
+            let got = activity.sensitivity(l, model.lm.layers[l].resident().unwrap()).unwrap();
             let close = |g: f32, w: f64, what: String| {
                 assert!(
                     (g as f64 - w).abs() <= 1e-4 * w.abs().max(1e-3),
@@ -221,7 +227,7 @@ fn progressive_merges_record_a_tree_and_respect_no_repeat() {
     // noRepeat: two merges of five layers touch four distinct original layers.
     assert!(pruned.origins.iter().all(|o| o.layers().len() <= 2), "{:?}", pruned.origins);
     // Standard shape: same widths as the original.
-    for l in &pruned.lm.layers {
+    for l in pruned.lm.layers.iter().map(|l| l.resident().unwrap()) {
         assert_eq!(l.mlp.intermediate_size(), 172);
         assert_eq!(l.self_attn.num_kv_heads(), 4);
     }

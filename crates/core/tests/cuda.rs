@@ -15,7 +15,9 @@ use layerfold_core::{LoadOptions, Model, RunContext};
 /// Load options for CUDA device 0, or `None` after printing why there is none.
 fn cuda() -> Option<LoadOptions> {
     match DeviceChoice::Cuda(0).open() {
-        Ok(_) => Some(LoadOptions { dtype: DType::F32, device: DeviceChoice::Cuda(0) }),
+        Ok(_) => {
+            Some(LoadOptions { dtype: DType::F32, device: DeviceChoice::Cuda(0), stream: false })
+        }
         Err(e) => {
             eprintln!("skipped: no usable CUDA device ({e})");
             None
@@ -56,6 +58,7 @@ fn come_on_cuda_makes_the_merges_it_makes_on_the_cpu() {
     }
     // The merge copies rows and columns (bit-exact on both devices); only the norms are computed.
     for (i, (a, b)) in on_cpu.lm.layers.iter().zip(&on_gpu.lm.layers).enumerate() {
+        let (a, b) = (a.resident().unwrap(), b.resident().unwrap());
         for (j, (x, y)) in a.linears().iter().zip(b.linears()).enumerate() {
             let (x, y): (Vec<f32>, Vec<f32>) = (
                 x.weight.flatten_all().unwrap().to_vec1().unwrap(),

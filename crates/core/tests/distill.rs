@@ -223,8 +223,11 @@ fn replace(lm: &CausalLm, name: &str, t: &Tensor) -> CausalLm {
         let prefix = format!("model.layers.{i}.");
         if let Some(rest) = name.strip_prefix(&prefix) {
             out.layers[i] = layer
+                .resident()
+                .unwrap()
                 .try_map_tensors(&mut |n, old| Ok(if n == rest { t.clone() } else { old.clone() }))
-                .unwrap();
+                .unwrap()
+                .into();
         }
     }
     out
@@ -233,8 +236,16 @@ fn replace(lm: &CausalLm, name: &str, t: &Tensor) -> CausalLm {
 #[test]
 fn a_short_run_lowers_the_loss_and_leaves_the_inputs_alone() {
     let (teacher, student) = teacher_and_student();
-    let before: Vec<f32> =
-        student.lm.layers[0].mlp.up_proj.weight.flatten_all().unwrap().to_vec1().unwrap();
+    let before: Vec<f32> = student.lm.layers[0]
+        .resident()
+        .unwrap()
+        .mlp
+        .up_proj
+        .weight
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let opts = DistillOptions {
         steps: 30,
         lr: 3e-3,
@@ -251,13 +262,29 @@ fn a_short_run_lowers_the_loss_and_leaves_the_inputs_alone() {
     };
     let (first, last) = (mean(&report.curve[..5]), mean(&report.curve[25..]));
     assert!(last < 0.8 * first, "loss {first:.4} → {last:.4}");
-    let after: Vec<f32> =
-        student.lm.layers[0].mlp.up_proj.weight.flatten_all().unwrap().to_vec1().unwrap();
+    let after: Vec<f32> = student.lm.layers[0]
+        .resident()
+        .unwrap()
+        .mlp
+        .up_proj
+        .weight
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert!(before == after, "the student given to distill was written into");
-    let trained_w: Vec<f32> =
-        trained.lm.layers[0].mlp.up_proj.weight.flatten_all().unwrap().to_vec1().unwrap();
+    let trained_w: Vec<f32> = trained.lm.layers[0]
+        .resident()
+        .unwrap()
+        .mlp
+        .up_proj
+        .weight
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert!(before != trained_w, "distill returned the student unchanged");
-    assert!(!trained.lm.layers[0].mlp.up_proj.weight.is_variable());
+    assert!(!trained.lm.layers[0].resident().unwrap().mlp.up_proj.weight.is_variable());
 }
 
 #[test]
@@ -336,12 +363,14 @@ fn bits(m: &Model) -> Vec<Vec<u32>> {
         .iter()
         .flat_map(|l| {
             let mut out = Vec::new();
-            l.try_map_tensors(&mut |_, t| {
-                let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-                out.push(v.iter().map(|x| x.to_bits()).collect());
-                Ok(t.clone())
-            })
-            .unwrap();
+            l.resident()
+                .unwrap()
+                .try_map_tensors(&mut |_, t| {
+                    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                    out.push(v.iter().map(|x| x.to_bits()).collect());
+                    Ok(t.clone())
+                })
+                .unwrap();
             out
         })
         .chain(std::iter::once(
@@ -541,10 +570,12 @@ fn lora_adapters_merge_into_the_weights() {
         lm.logits(&h.flatten_to(1).unwrap()).unwrap()
     };
     let (with, merged_lm) = (logits(&s.lm), s.finish().unwrap());
-    assert!(merged_lm
-        .layers
-        .iter()
-        .all(|l| l.self_attn.q_proj.lora.is_none() && l.mlp.down_proj.lora.is_none()));
+    assert!(merged_lm.layers.iter().map(|l| l.resident().unwrap()).all(|l| l
+        .self_attn
+        .q_proj
+        .lora
+        .is_none()
+        && l.mlp.down_proj.lora.is_none()));
     let diff = max_abs_diff(&with, &logits(&merged_lm));
     let base = max_abs_diff(&with, &logits(&student.lm));
     assert!(diff < 1e-4 && base > 1e-2, "merged vs adapters {diff:e}, adapters vs base {base:e}");

@@ -132,13 +132,17 @@ pub fn load_model(
     let ctx = run_context(on_progress, cancel);
     CoreTask::new(
         move || {
-            let o = options.unwrap_or(BindingLoadOptions { dtype: None, device: None });
+            let o =
+                options.unwrap_or(BindingLoadOptions { dtype: None, device: None, stream: None });
             let mut opts = LoadOptions::default();
             if let Some(d) = o.dtype.as_deref() {
                 opts.dtype = parse_dtype(d)?;
             }
             if let Some(d) = o.device.as_deref() {
                 opts.device = DeviceChoice::parse(d)?;
+            }
+            if let Some(s) = o.stream {
+                opts.stream = s;
             }
             Ok(Model::load(&PathBuf::from(path), &opts, &ctx)?)
         },
@@ -159,6 +163,7 @@ impl BindingModel {
             dtype: i.dtype.into(),
             device: i.device,
             device_fallback: i.device_fallback,
+            streamed: i.streamed,
             num_layers: i.num_layers as u32,
             hidden_size: i.hidden_size as u32,
             intermediate_size: i.intermediate_size as u32,

@@ -57,6 +57,8 @@ pub struct BindingLoadOptions {
     pub dtype: Option<String>,
     /// `cpu` (default), `cuda`, `cuda:N` or `auto` (CUDA when usable, else the CPU).
     pub device: Option<String>,
+    /// Read each layer from the checkpoint only while a pass runs it (default false).
+    pub stream: Option<bool>,
 }
 
 /// A count of tensors of one ggml type in a GGUF file.
@@ -77,6 +79,7 @@ pub struct BindingModelInfo {
     pub device: String,
     /// Why the model is on the CPU although `auto` was asked for.
     pub device_fallback: Option<String>,
+    pub streamed: Option<String>,
     pub num_layers: u32,
     pub hidden_size: u32,
     pub intermediate_size: u32,

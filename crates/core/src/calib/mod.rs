@@ -146,9 +146,10 @@ impl CalibrationSet {
     pub fn batches(&self, batch_size: usize, device: &Device) -> Result<Vec<TokenBatch>> {
         self.samples
             .chunks(batch_size.max(1))
-            .map(|chunk| {
+            .enumerate()
+            .map(|(k, chunk)| {
                 let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                TokenBatch::new(&refs, 0, device)
+                Ok(TokenBatch::new(&refs, 0, device)?.with_index(k))
             })
             .collect()
     }

@@ -198,7 +198,8 @@ pub fn local_loss_and_grads(
     for (span, pair) in spans.iter().zip(states.chunks(2)) {
         check()?;
         let (input, target) = (pair[0].detach(), pair[1].detach().flatten_to(1)?);
-        let out = student.layers[span.layer].forward(span.layer, &input, &ctx, &mut NoObserver)?;
+        let out =
+            student.layers[span.layer].get()?.forward(span.layer, &input, &ctx, &mut NoObserver)?;
         let rows = layerfold_kernels::hidden_mse(
             &out.flatten_to(1)?.to_dtype(DType::F32)?,
             &target.to_dtype(DType::F32)?,

@@ -599,8 +599,9 @@ impl DistillRequest {
                 .lm
                 .layers
                 .iter()
-                .flat_map(|l| l.linears())
-                .map(|lin| lin.weight.dims().iter().copied().min().unwrap_or(0))
+                .flat_map(|l| l.shapes())
+                .filter(|t| t.shape.len() == 2)
+                .map(|t| t.shape.iter().copied().min().unwrap_or(0))
                 .min()
                 .unwrap_or(0);
             if opts.lora.rank > smallest {

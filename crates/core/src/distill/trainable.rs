@@ -69,22 +69,28 @@ impl Student {
                 Ok(tensor)
             };
             layers.push(match which {
-                Trainable::All => layer.try_map_tensors(&mut |name, t| var(name.into(), t))?,
-                Trainable::Merged if origin.is_merged() => {
-                    layer.try_map_tensors(&mut |name, t| var(name.into(), t))?
+                Trainable::All => {
+                    layer.get()?.try_map_tensors(&mut |name, t| var(name.into(), t))?.into()
                 }
+                Trainable::Merged if origin.is_merged() => {
+                    layer.get()?.try_map_tensors(&mut |name, t| var(name.into(), t))?.into()
+                }
+                // Frozen: shared as it is (a streamed layer stays in the checkpoint).
                 Trainable::Merged => layer.clone(),
-                Trainable::Lora => layer.try_map_linears(&mut |name, l| {
-                    let (a, b) = adapter(l, lora.rank, &mut rng)?;
-                    Ok(Linear {
-                        lora: Some(Lora {
-                            a: var(format!("{name}.lora_A.weight"), &a)?,
-                            b: var(format!("{name}.lora_B.weight"), &b)?,
-                            scale: lora.alpha / lora.rank as f64,
-                        }),
-                        ..l.clone()
-                    })
-                })?,
+                Trainable::Lora => layer
+                    .get()?
+                    .try_map_linears(&mut |name, l| {
+                        let (a, b) = adapter(l, lora.rank, &mut rng)?;
+                        Ok(Linear {
+                            lora: Some(Lora {
+                                a: var(format!("{name}.lora_A.weight"), &a)?,
+                                b: var(format!("{name}.lora_B.weight"), &b)?,
+                                scale: lora.alpha / lora.rank as f64,
+                            }),
+                            ..l.clone()
+                        })
+                    })?
+                    .into(),
             });
         }
         let norm = match which {
@@ -106,15 +112,18 @@ impl Student {
         let layers = lm
             .layers
             .iter()
-            .map(|l| {
-                l.try_map_tensors(&mut |_, t| {
+            .map(|slot| {
+                // Layers that were not trained stay as they are (a streamed one unread).
+                let Some(l) = slot.resident() else { return Ok(slot.clone()) };
+                Ok(l.try_map_tensors(&mut |_, t| {
                     if t.is_variable() {
                         plain(t)
                     } else {
                         Ok(t.clone())
                     }
                 })?
-                .try_map_linears(&mut |_, l| l.merge_lora())
+                .try_map_linears(&mut |_, l| l.merge_lora())?
+                .into())
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm {

@@ -111,12 +111,10 @@ pub fn score(
     // Longest first (as lm-eval orders), so a pass too large for memory fails at once.
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by_key(|&g| std::cmp::Reverse(cost(g)));
-    let mut out = vec![Scored { loglik: 0.0, greedy: true }; requests.len()];
-    let check = || ctx.check_cancelled();
-    let mut done = progress.0;
+    // The passes: runs of groups in that order, each within PASS_TOKENS and `batch_size`.
+    let mut passes: Vec<Range<usize>> = Vec::new();
     let mut next = 0;
     while next < order.len() {
-        ctx.check_cancelled()?;
         let first = next;
         let (mut tokens, mut members) = (0, 0);
         while next < order.len() {
@@ -129,46 +127,79 @@ pub fn score(
             members += groups[g].len();
             next += 1;
         }
+        passes.push(first..next);
+    }
+    // Passes run one at a time when the layers are in memory; a streamed model takes as many
+    // passes per trip through its layers as the state budget holds (each trip reads every layer).
+    let pass_tokens = |p: &Range<usize>| order[p.clone()].iter().map(|&g| cost(g)).sum::<usize>();
+    let trip_tokens = if model.lm.is_streamed() {
+        let per_token = model.config.hidden_size * model.lm.dtype().size_in_bytes() * 4;
+        ctx.state_cache_budget() / per_token.max(1)
+    } else {
+        0
+    };
+    let mut out = vec![Scored { loglik: 0.0, greedy: true }; requests.len()];
+    let check = || ctx.check_cancelled();
+    let mut done = progress.0;
+    let mut k = 0;
+    while k < passes.len() {
+        ctx.check_cancelled()?;
+        let (trip_start, mut tokens) = (k, 0);
+        while k < passes.len()
+            && (k == trip_start || tokens + pass_tokens(&passes[k]) <= trip_tokens)
+        {
+            tokens += pass_tokens(&passes[k]);
+            k += 1;
+        }
         // Each group's shared prefix (when it has one), then its members' rests, which continue
         // it; an empty input has nothing to run and nothing to score.
-        let mut sequences: Vec<(&[u32], Option<usize>)> = Vec::new();
-        let mut packed: Vec<(usize, usize, usize)> = Vec::new(); // (request, sequence, its offset)
-        for &g in &order[first..next] {
-            let p = shared[g];
-            let prefix = (p > 0).then(|| {
-                sequences.push((&inputs[groups[g].start].0[..p], None));
-                sequences.len() - 1
-            });
-            for i in groups[g].clone().filter(|&i| !inputs[i].0.is_empty()) {
-                packed.push((i, sequences.len(), p));
-                sequences.push((&inputs[i].0[p..], prefix));
+        let mut packings = Vec::new();
+        let mut members = Vec::new(); // per packing: (request, sequence, its offset)
+        for pass in &passes[trip_start..k] {
+            let mut sequences: Vec<(&[u32], Option<usize>)> = Vec::new();
+            let mut packed: Vec<(usize, usize, usize)> = Vec::new();
+            for &g in &order[pass.clone()] {
+                let p = shared[g];
+                let prefix = (p > 0).then(|| {
+                    sequences.push((&inputs[groups[g].start].0[..p], None));
+                    sequences.len() - 1
+                });
+                for i in groups[g].clone().filter(|&i| !inputs[i].0.is_empty()) {
+                    packed.push((i, sequences.len(), p));
+                    sequences.push((&inputs[i].0[p..], prefix));
+                }
+            }
+            if !sequences.is_empty() {
+                packings.push(Packing::new(&model.lm, &model.config, &sequences)?);
+                members.push(packed);
             }
         }
-        if !sequences.is_empty() {
-            let packing = Packing::new(&model.lm, &model.config, &sequences)?;
-            let h = model.lm.forward_packed(&packing, &check)?;
+        let outputs = model.lm.forward_packed_runs(&packings, &check)?;
+        for ((h, packing), packed) in outputs.iter().zip(&packings).zip(&members) {
             // Every scored row of the pass, in request order.
             let mut rows = Vec::new();
             let mut targets = Vec::new();
-            for &(i, seq, p) in &packed {
+            for &(i, seq, p) in packed {
                 let positions = inputs[i].1.clone();
                 let start = packing.span(seq).start;
                 rows.extend(positions.clone().map(|pos| (start + pos - p) as u32));
                 let cont = &requests[i].continuation;
                 targets.extend_from_slice(&cont[cont.len() - positions.len()..]);
             }
-            let (logprobs, argmax) = pick(model, &h, &rows, &targets)?;
-            let mut k = 0;
-            for &(i, _, _) in &packed {
+            let (logprobs, argmax) = pick(model, h, &rows, &targets)?;
+            let mut j = 0;
+            for &(i, _, _) in packed {
                 let n = inputs[i].1.len();
                 out[i] = Scored {
-                    loglik: logprobs[k..k + n].iter().map(|&l| f64::from(l)).sum(),
-                    greedy: argmax[k..k + n] == targets[k..k + n],
+                    loglik: logprobs[j..j + n].iter().map(|&l| f64::from(l)).sum(),
+                    greedy: argmax[j..j + n] == targets[j..j + n],
                 };
-                k += n;
+                j += n;
             }
         }
-        done += order[first..next].iter().map(|&g| groups[g].len() as u64).sum::<u64>();
+        for pass in &passes[trip_start..k] {
+            done += order[pass.clone()].iter().map(|&g| groups[g].len() as u64).sum::<u64>();
+        }
         ctx.report(Stage::Eval, done, progress.1);
     }
     Ok(out)

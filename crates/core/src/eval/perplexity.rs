@@ -8,7 +8,7 @@ use crate::calib::text::{join_documents, TextSource};
 use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::eval::nll::nll_sum;
-use crate::model::decoder::{NoObserver, TokenBatch};
+use crate::model::decoder::{NoObserver, Progress, TokenBatch};
 use crate::model::Model;
 
 /// Options of a perplexity run. Defaults: `seq_len = min(2048, max_position_embeddings)`, every
@@ -94,19 +94,32 @@ pub fn perplexity(
     let (mut nll_total, mut count, mut non_finite) = (0f64, 0usize, 0usize);
     let check = || ctx.check_cancelled();
     ctx.report(Stage::Eval, 0, total);
-    for (k, batch) in windows.chunks(batch_size).enumerate() {
-        ctx.check_cancelled()?;
-        let tokens = TokenBatch::new(batch, 0, model.lm.device())?;
-        let h = model.lm.forward(&model.config, &tokens, &mut NoObserver, &check)?;
-        let (sum, n) = nll_sum(&model.lm, &h, &tokens)?;
+    let batches = windows
+        .chunks(batch_size)
+        .enumerate()
+        .map(|(k, w)| Ok(TokenBatch::new(w, 0, model.lm.device())?.with_index(k)))
+        .collect::<Result<Vec<_>>>()?;
+    let ctxs =
+        batches.iter().map(|b| model.lm.context(&model.config, b)).collect::<Result<Vec<_>>>()?;
+    let runs = ctxs.iter().zip(&batches).map(|(c, b)| Ok((c, model.lm.embed(b)?)));
+    let mut add = |k: usize, h: candle_core::Tensor| -> Result<()> {
+        let (sum, n) = nll_sum(&model.lm, &h, &batches[k])?;
         if sum.is_finite() {
             nll_total += sum;
         } else {
-            non_finite += batch.len();
+            non_finite += batches[k].lengths.len();
         }
         count += n;
-        ctx.report(Stage::Eval, ((k + 1) * batch_size).min(windows.len()) as u64, total);
-    }
+        Ok(())
+    };
+    // Batches in memory report windows; a streamed model reports layers.
+    let progress = |p: Progress| match p {
+        Progress::Batches(done, _) => {
+            ctx.report(Stage::Eval, (done as usize * batch_size).min(windows.len()) as u64, total)
+        }
+        Progress::Layers(done, of) => ctx.report(Stage::Eval, done, of),
+    };
+    model.lm.forward_runs(0, runs, &mut NoObserver, &mut add, &check, &progress)?;
     if non_finite > 0 {
         return Err(Error::format(
             &model.path,

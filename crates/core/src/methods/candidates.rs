@@ -2,6 +2,8 @@
 //! differs from the original only from layer `k` on is run from `k`, on the original's cached
 //! input of layer `k`.
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 
 use crate::calib::CalibrationSet;
@@ -10,6 +12,7 @@ use crate::error::Result;
 use crate::model::decoder::{
     CausalLm, ForwardContext, NoObserver, Observer, TokenBatch, TokenMask,
 };
+use crate::model::stream::WeightId;
 use crate::model::Model;
 use crate::score::output_similarity::sample_similarities;
 
@@ -34,11 +37,13 @@ impl CachedBatch {
             .expect("layer 0's input is always kept")
     }
 
-    /// Replaces the states from layer `from` on with those of a pass that started there.
-    pub(crate) fn refresh(&mut self, from: usize, rec: Recorder) {
+    /// Replaces the states from layer `from` on with those this batch's pass from there left
+    /// in `rec`.
+    pub(crate) fn refresh(&mut self, from: usize, rec: &mut Recorder) {
+        let Recorded { inputs, output } = rec.take(self.ctx.tokens.batch);
         self.inputs.truncate(from);
-        self.inputs.extend(rec.inputs);
-        self.output = rec.output.expect("a forward pass reports its final state");
+        self.inputs.extend(inputs);
+        self.output = output.expect("a forward pass reports its final state");
     }
 }
 
@@ -56,12 +61,13 @@ pub struct StateCache {
 }
 
 /// The identity of a model's weights: a merged or removed layer changes it.
-fn weight_ids(model: &Model) -> Vec<candle_core::TensorId> {
+fn weight_ids(model: &Model) -> Vec<WeightId> {
     let lm = &model.lm;
-    let mut ids = vec![lm.embed_tokens.id(), lm.norm.weight.id()];
-    ids.extend(lm.lm_head.as_ref().map(|h| h.id()));
+    let mut ids =
+        vec![WeightId::Tensor(lm.embed_tokens.id()), WeightId::Tensor(lm.norm.weight.id())];
+    ids.extend(lm.lm_head.as_ref().map(|h| WeightId::Tensor(h.id())));
     for layer in &lm.layers {
-        ids.extend(layer.named_tensors().into_iter().map(|(_, t)| t.id()));
+        ids.extend(layer.weight_ids());
     }
     ids
 }
@@ -72,7 +78,7 @@ fn weight_ids(model: &Model) -> Vec<candle_core::TensorId> {
 /// identical to separate passes: the same tensors in the same order. States of other models (a
 /// method's intermediate ones) are not kept.
 pub struct SharedStates {
-    model: Vec<candle_core::TensorId>,
+    model: Vec<WeightId>,
     entries: std::sync::Mutex<Vec<SharedEntry>>,
 }
 
@@ -105,27 +111,41 @@ impl SharedStates {
     }
 }
 
-/// Keeps the input of every checkpoint layer a pass runs (and its final state), feeding `inner`.
+/// Keeps the input of every checkpoint layer a pass runs (and its final state), per batch,
+/// feeding `inner`.
 pub(crate) struct Recorder<'a> {
     pub stride: usize,
+    runs: HashMap<usize, Recorded>,
+    pub inner: &'a mut dyn Observer,
+}
+
+/// What a [`Recorder`] kept of one batch: the inputs of the layers from where its pass started
+/// (`None` off the checkpoints) and `ĥ`.
+#[derive(Default)]
+pub(crate) struct Recorded {
     pub inputs: Vec<Option<Tensor>>,
     pub output: Option<Tensor>,
-    pub inner: &'a mut dyn Observer,
 }
 
 impl<'a> Recorder<'a> {
     pub fn new(stride: usize, inner: &'a mut dyn Observer) -> Self {
-        Self { stride, inputs: Vec::new(), output: None, inner }
+        Self { stride, runs: HashMap::new(), inner }
+    }
+
+    /// What was kept of batch `index` ([`TokenMask::batch`]).
+    pub fn take(&mut self, index: usize) -> Recorded {
+        self.runs.remove(&index).unwrap_or_default()
     }
 }
 
 impl Observer for Recorder<'_> {
     fn hidden_state(&mut self, i: usize, h: &Tensor, t: &TokenMask) -> Result<()> {
-        self.inputs.push(i.is_multiple_of(self.stride).then(|| h.clone()));
+        let kept = i.is_multiple_of(self.stride).then(|| h.clone());
+        self.runs.entry(t.batch).or_default().inputs.push(kept);
         self.inner.hidden_state(i, h, t)
     }
     fn final_state(&mut self, h: &Tensor, t: &TokenMask) -> Result<()> {
-        self.output = Some(h.clone());
+        self.runs.entry(t.batch).or_default().output = Some(h.clone());
         self.inner.final_state(h, t)
     }
     fn down_proj_input(&mut self, l: usize, a: &Tensor, t: &TokenMask) -> Result<()> {
@@ -208,18 +228,49 @@ impl StateCache {
         let bytes_per_token = model.config.hidden_size * model.lm.dtype().size_in_bytes();
         let stride =
             stride_for(model.num_layers() + 1, tokens * bytes_per_token, ctx.state_cache_budget());
-        let mut out = Vec::with_capacity(batches.len());
         ctx.report(Stage::Calibrate, 0, total);
-        for (k, batch) in batches.into_iter().enumerate() {
-            let fctx = model.lm.context(&model.config, &batch)?;
-            let mut rec = Recorder::new(stride, &mut *obs);
-            model.lm.forward_from(0, model.lm.embed(&batch)?, &fctx, &mut rec, &check)?;
-            let Recorder { inputs, output, .. } = rec;
-            let output = output.expect("a forward pass reports its final state");
-            out.push(CachedBatch { batch, ctx: fctx, inputs, output });
-            ctx.report(Stage::Calibrate, k as u64 + 1, total);
-        }
+        let ctxs = batches
+            .iter()
+            .map(|b| model.lm.context(&model.config, b))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rec = Recorder::new(stride, &mut *obs);
+        model.lm.forward_runs(
+            0,
+            ctxs.iter().zip(&batches).map(|(c, b)| Ok((c, model.lm.embed(b)?))),
+            &mut rec,
+            &mut |_, _| Ok(()),
+            &check,
+            &|p| {
+                let (done, of) = p.fraction();
+                ctx.report(Stage::Calibrate, done, of)
+            },
+        )?;
+        let out = batches
+            .into_iter()
+            .zip(ctxs)
+            .map(|(batch, fctx)| {
+                let Recorded { inputs, output } = rec.take(fctx.tokens.batch);
+                let output = output.expect("a forward pass reports its final state");
+                CachedBatch { batch, ctx: fctx, inputs, output }
+            })
+            .collect();
         Ok(Self { batches: out, stride })
+    }
+
+    /// The checkpoint at or below `layer` (the same for every batch) and each batch's context and
+    /// input there: the runs of [`CausalLm::forward_runs`] from that checkpoint.
+    pub fn starts(&self, layer: usize) -> (usize, Vec<(&ForwardContext, Tensor)>) {
+        let mut start = 0;
+        let runs = self
+            .batches
+            .iter()
+            .map(|cb| {
+                let h;
+                (start, h) = cb.start(layer);
+                (&cb.ctx, h)
+            })
+            .collect();
+        (start, runs)
     }
 
     /// A note for the report when the cache keeps only checkpoints.
@@ -264,21 +315,22 @@ pub fn similarity(
 ) -> Result<f64> {
     let check = || ctx.check_cancelled();
     let mut sims = Vec::new();
-    for cb in &cache.batches {
-        let out = match eval {
-            Evaluation::CachedPrefix => {
-                let (start, h) = cb.start(from);
-                candidate.forward_from(start, h, &cb.ctx, &mut NoObserver, &check)?
-            }
-            Evaluation::FullForward => candidate.forward_from(
-                0,
-                candidate.embed(&cb.batch)?,
-                &cb.ctx,
-                &mut NoObserver,
-                &check,
-            )?,
-        };
+    let mut compare = |k: usize, out: Tensor| -> Result<()> {
+        let cb = &cache.batches[k];
         sims.extend(sample_similarities(&cb.output, &out, &cb.ctx.tokens)?);
+        Ok(())
+    };
+    let none = &|_| {};
+    match eval {
+        Evaluation::CachedPrefix => {
+            let (start, runs) = cache.starts(from);
+            let runs = runs.into_iter().map(Ok);
+            candidate.forward_runs(start, runs, &mut NoObserver, &mut compare, &check, none)?
+        }
+        Evaluation::FullForward => {
+            let runs = cache.batches.iter().map(|cb| Ok((&cb.ctx, candidate.embed(&cb.batch)?)));
+            candidate.forward_runs(0, runs, &mut NoObserver, &mut compare, &check, none)?
+        }
     }
     Ok(sims.iter().sum::<f64>() / sims.len().max(1) as f64)
 }

@@ -17,9 +17,10 @@ use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::eval::nll::nll_sum;
 use crate::methods::candidates::{Recorder, StateCache};
-use crate::methods::concat::{concat_layers, plan, GqaLayout, MergePlan};
+use crate::methods::concat::{concat_layers, plan, ConcatMerge, GqaLayout, MergePlan};
 use crate::methods::{candidate, required, Goal, MethodOutput, Report, Step};
 use crate::model::decoder::{NoObserver, Observers};
+use crate::model::stream::{LayerSlot, TensorShape};
 use crate::model::Model;
 use crate::score::angular::LastTokenStates;
 use crate::score::bi::{BlockInfluence, LastState};
@@ -89,16 +90,22 @@ fn rescore_from(
 ) -> Result<(usize, Scores)> {
     let mut fresh = Scores::new(model.num_layers());
     let check = || ctx.check_cancelled();
-    let total = cache.batches.len() as u64;
-    let mut start = from;
-    for (k, cb) in cache.batches.iter_mut().enumerate() {
-        let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
-        let mut rec = Recorder::new(cache.stride, &mut obs);
-        let h;
-        (start, h) = cb.start(from);
-        model.lm.forward_from(start, h, &cb.ctx, &mut rec, &check)?;
-        cb.refresh(start, rec);
-        ctx.report(Stage::Score, k as u64 + 1, total);
+    let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
+    let mut rec = Recorder::new(cache.stride, &mut obs);
+    let (start, runs) = cache.starts(from);
+    model.lm.forward_runs(
+        start,
+        runs.into_iter().map(Ok),
+        &mut rec,
+        &mut |_, _| Ok(()),
+        &check,
+        &|p| {
+            let (done, of) = p.fraction();
+            ctx.report(Stage::Score, done, of)
+        },
+    )?;
+    for cb in &mut cache.batches {
+        cb.refresh(start, &mut rec);
     }
     Ok((start, fresh))
 }
@@ -112,13 +119,21 @@ fn calibration_loss(
 ) -> Result<f64> {
     let check = || ctx.check_cancelled();
     let (mut sum, mut count) = (0f64, 0usize);
-    for cb in &cache.batches {
-        let (start, h) = cb.start(from);
-        let h = model.lm.forward_from(start, h, &cb.ctx, &mut NoObserver, &check)?;
-        let (s, c) = nll_sum(&model.lm, &h, &cb.batch)?;
+    let (start, runs) = cache.starts(from);
+    let mut add = |k: usize, h: candle_core::Tensor| -> Result<()> {
+        let (s, c) = nll_sum(&model.lm, &h, &cache.batches[k].batch)?;
         sum += s;
         count += c;
-    }
+        Ok(())
+    };
+    model.lm.forward_runs(
+        start,
+        runs.into_iter().map(Ok),
+        &mut NoObserver,
+        &mut add,
+        &check,
+        &|_| {},
+    )?;
     Ok(sum / count.max(1) as f64)
 }
 
@@ -172,42 +187,52 @@ pub(crate) fn progressive(
         let bi = scores.bi.come_sum();
         let (bi_a, bi_b) = (bi[a], bi[a + 1]);
         let ratio = if bi_a + bi_b > 0.0 { bi_a / (bi_a + bi_b) } else { 0.5 };
-        let (sa, sb) = (
-            scores.activity.sensitivity(a, &m.lm.layers[a])?,
-            scores.activity.sensitivity(a + 1, &m.lm.layers[a + 1])?,
-        );
-        let make = |r: f64| -> Result<(MergePlan, crate::model::decoder::DecoderLayer)> {
+        // The two weights the sensitivities read, not the whole layers (a streamed model reads
+        // only these from its checkpoint).
+        let (slot_a, slot_b) = (&m.lm.layers[a], &m.lm.layers[a + 1]);
+        let sensitivity = |i: usize, slot: &LayerSlot| {
+            let (down, o) =
+                (slot.tensor("mlp.down_proj.weight")?, slot.tensor("self_attn.o_proj.weight")?);
+            scores.activity.sensitivity_from(i, &down, &o, slot.head_shape().kv_heads)
+        };
+        let (sa, sb) = (sensitivity(a, slot_a)?, sensitivity(a + 1, slot_b)?);
+        let merge_for = |r: f64| -> Result<(MergePlan, ConcatMerge)> {
             let p = plan(r, &sa.ffn, &sb.ffn, &sa.kv_groups, &sb.kv_groups);
-            let layer = concat_layers(&m.lm.layers[a], &m.lm.layers[a + 1], &p, cfg.gqa_layout)?;
-            Ok((p, layer))
+            let merge =
+                ConcatMerge::new(slot_a.head_shape(), slot_b.head_shape(), &p, cfg.gqa_layout)?;
+            Ok((p, merge))
         };
         report.time("score", started);
         let started = Instant::now();
         let mut losses = Vec::new();
-        let (chosen_plan, merged) = match choice {
-            RatioChoice::BlockInfluence => make(ratio)?,
+        let (chosen_plan, merge) = match choice {
+            RatioChoice::BlockInfluence => merge_for(ratio)?,
             RatioChoice::Search { grid } => {
-                let mut best: Option<(f64, MergePlan, crate::model::decoder::DecoderLayer)> = None;
+                // Read once for every ratio tried (a streamed model builds a layer on each read).
+                let (layer_a, layer_b) = (slot_a.get()?, slot_b.get()?);
+                let mut best: Option<(f64, MergePlan, ConcatMerge)> = None;
                 for k in 0..=grid {
                     let r = k as f64 / grid as f64;
-                    let (p, layer) = make(r)?;
+                    let (p, merge) = merge_for(r)?;
+                    let layer = concat_layers(&layer_a, &layer_b, &p, cfg.gqa_layout)?;
+                    // A trial model: its merged layer stays in memory, whatever the model.
                     let mut trial = m.clone();
-                    trial.replace_layers(a, a + 1, layer.clone());
+                    trial.lm.layers.splice(a..=a + 1, [layer.into()]);
                     let loss = calibration_loss(&trial, &cache, a, ctx)?;
                     losses.push((r, loss));
                     ctx.report(Stage::Score, k as u64 + 1, grid as u64 + 1);
                     // A non-finite loss (a ratio that breaks the model) is recorded, never kept.
                     if loss.is_finite() && best.as_ref().is_none_or(|(l, _, _)| loss < *l) {
-                        best = Some((loss, p, layer));
+                        best = Some((loss, p, merge));
                     }
                 }
-                let (_, p, layer) = best.ok_or_else(|| {
+                let (_, p, merge) = best.ok_or_else(|| {
                     Error::Internal(format!(
                         "CoMe-P: every ratio gave a non-finite calibration loss at layers {a}, {}",
                         a + 1
                     ))
                 })?;
-                (p, layer)
+                (p, merge)
             }
         };
         let originals = (m.origins[a].layers(), m.origins[a + 1].layers());
@@ -235,7 +260,16 @@ pub(crate) fn progressive(
                 "ratioLosses": losses,
             })),
         });
-        m.replace_layers(a, a + 1, merged);
+        // Tensor by tensor from the two layers' same-named tensors: a streamed model writes each
+        // to the merged layer's file as it is made.
+        let (slot_a, slot_b) = (m.lm.layers[a].clone(), m.lm.layers[a + 1].clone());
+        let shapes = slot_a
+            .shapes()
+            .into_iter()
+            .map(|t| Ok(TensorShape { shape: merge.shape(&t.name, &t.shape)?, name: t.name }))
+            .collect::<Result<Vec<_>>>()?;
+        let make = |name: &str| merge.tensor(name, &slot_a.tensor(name)?, &slot_b.tensor(name)?);
+        m.replace_layers_made(a, a + 1, shapes, &make)?;
         // CoMe-P's ratio trials are scoring passes, but they are part of building this merge.
         report.time("merge", started);
         step += 1;

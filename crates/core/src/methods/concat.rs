@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::decoder::{Attention, DecoderLayer, Linear, Mlp, RmsNorm};
+use crate::model::decoder::DecoderLayer;
 
 /// How query heads follow their KV groups in the merged attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -120,10 +120,6 @@ fn weighted(x_a: &Tensor, x_b: &Tensor, r_a: f64) -> Result<Tensor> {
     Ok((a + b)?.to_dtype(dtype)?)
 }
 
-fn mean_norm(a: &RmsNorm, b: &RmsNorm) -> Result<RmsNorm> {
-    Ok(RmsNorm { weight: weighted(&a.weight, &b.weight, 0.5)?, eps: a.eps })
-}
-
 /// Query heads kept for kept KV groups `kv` of a layer with `n_q` query and `n_kv` KV heads.
 pub fn kept_query_heads(kv: &[usize], n_q: usize, n_kv: usize, layout: GqaLayout) -> Vec<usize> {
     let g = n_q / n_kv;
@@ -133,82 +129,115 @@ pub fn kept_query_heads(kv: &[usize], n_q: usize, n_kv: usize, layout: GqaLayout
     }
 }
 
-/// Rows `keep_a` of `la` then `keep_b` of `lb` along their outputs (weights and biases).
-fn stack(la: &Linear, lb: &Linear, keep_a: &[usize], keep_b: &[usize]) -> Result<Linear> {
-    let bias = match (&la.bias, &lb.bias) {
-        (Some(x), Some(y)) => Some(concat(Axis::Rows, x, y, keep_a, keep_b)?),
-        _ => None,
-    };
-    Ok(Linear::new(concat(Axis::Rows, &la.weight, &lb.weight, keep_a, keep_b)?, bias))
+/// The head counts of a layer: what a merge plan needs besides the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
 }
 
-/// The merged layer of `a` then `b` under `plan`.
+impl HeadShape {
+    pub fn of(layer: &DecoderLayer) -> Self {
+        let a = &layer.self_attn;
+        Self { heads: a.num_heads(), kv_heads: a.num_kv_heads(), head_dim: a.head_dim }
+    }
+}
+
+/// How one tensor of the merged layer is made from the same-named tensors of `a` and `b`.
+enum Make {
+    /// Rows `.0` of `[a; b]`.
+    Rows(Vec<usize>, Vec<usize>),
+    /// Columns of `[a | b]`.
+    Cols(Vec<usize>, Vec<usize>),
+    /// `r·a + (1 − r)·b`.
+    Weighted(f64),
+}
+
+/// The merge of `a` then `b` under a plan, tensor by tensor: each merged tensor depends only on
+/// the two same-named tensors, so a streamed model can make and write one at a time.
+pub struct ConcatMerge {
+    ratio: f64,
+    q: (Vec<usize>, Vec<usize>),
+    kv: (Vec<usize>, Vec<usize>),
+    ffn: (Vec<usize>, Vec<usize>),
+}
+
+impl ConcatMerge {
+    pub fn new(a: HeadShape, b: HeadShape, plan: &MergePlan, layout: GqaLayout) -> Result<Self> {
+        let dh = a.head_dim;
+        if b.head_dim != dh || a.heads / a.kv_heads != b.heads / b.kv_heads {
+            return Err(Error::unsupported(
+                "merging layers with different head shapes",
+                "CoMe merges layers of one model",
+            ));
+        }
+        let q_a = kept_query_heads(&plan.kv_a, a.heads, a.kv_heads, layout);
+        let q_b = kept_query_heads(&plan.kv_b, b.heads, b.kv_heads, layout);
+        Ok(Self {
+            ratio: plan.ratio,
+            q: (head_rows(&q_a, dh), head_rows(&q_b, dh)),
+            kv: (head_rows(&plan.kv_a, dh), head_rows(&plan.kv_b, dh)),
+            ffn: (plan.ffn_a.clone(), plan.ffn_b.clone()),
+        })
+    }
+
+    /// How tensor `name` (relative to `model.layers.{i}.`) is made.
+    fn make(&self, name: &str) -> Result<Make> {
+        let rows = |(a, b): &(Vec<usize>, Vec<usize>)| Make::Rows(a.clone(), b.clone());
+        let cols = |(a, b): &(Vec<usize>, Vec<usize>)| Make::Cols(a.clone(), b.clone());
+        Ok(match name {
+            "self_attn.q_proj.weight" | "self_attn.q_proj.bias" => rows(&self.q),
+            "self_attn.k_proj.weight" | "self_attn.k_proj.bias" => rows(&self.kv),
+            "self_attn.v_proj.weight" | "self_attn.v_proj.bias" => rows(&self.kv),
+            "self_attn.o_proj.weight" => cols(&self.q),
+            "mlp.gate_proj.weight" | "mlp.gate_proj.bias" => rows(&self.ffn),
+            "mlp.up_proj.weight" | "mlp.up_proj.bias" => rows(&self.ffn),
+            "mlp.down_proj.weight" => cols(&self.ffn),
+            // Biases added after the concatenated projections, and Qwen3's head norms.
+            "self_attn.o_proj.bias" | "mlp.down_proj.bias" => Make::Weighted(self.ratio),
+            "self_attn.q_norm.weight" | "self_attn.k_norm.weight" => Make::Weighted(self.ratio),
+            "input_layernorm.weight" | "post_attention_layernorm.weight" => Make::Weighted(0.5),
+            other => return Err(Error::Internal(format!("CoMe cannot merge tensor `{other}`"))),
+        })
+    }
+
+    /// The shape of merged tensor `name`, from `a`'s shape of it.
+    pub fn shape(&self, name: &str, shape_a: &[usize]) -> Result<Vec<usize>> {
+        let mut shape = shape_a.to_vec();
+        match self.make(name)? {
+            Make::Rows(a, b) => shape[0] = a.len() + b.len(),
+            Make::Cols(a, b) => shape[1] = a.len() + b.len(),
+            Make::Weighted(_) => {}
+        }
+        Ok(shape)
+    }
+
+    /// Merged tensor `name` from `a`'s and `b`'s tensors of that name.
+    pub fn tensor(&self, name: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self.make(name)? {
+            Make::Rows(ka, kb) => concat(Axis::Rows, a, b, &ka, &kb),
+            Make::Cols(ka, kb) => concat(Axis::Cols, a, b, &ka, &kb),
+            Make::Weighted(r) => weighted(a, b, r),
+        }
+    }
+}
+
+/// The merged layer of `a` then `b` under `plan`, in memory.
 pub fn concat_layers(
     a: &DecoderLayer,
     b: &DecoderLayer,
     plan: &MergePlan,
     layout: GqaLayout,
 ) -> Result<DecoderLayer> {
-    let (aa, ab) = (&a.self_attn, &b.self_attn);
-    let dh = aa.head_dim;
-    if ab.head_dim != dh || aa.num_heads() / aa.num_kv_heads() != ab.num_heads() / ab.num_kv_heads()
-    {
-        return Err(Error::unsupported(
-            "merging layers with different head shapes",
-            "CoMe merges layers of one model",
-        ));
-    }
-    let r = plan.ratio;
-    let q_a = kept_query_heads(&plan.kv_a, aa.num_heads(), aa.num_kv_heads(), layout);
-    let q_b = kept_query_heads(&plan.kv_b, ab.num_heads(), ab.num_kv_heads(), layout);
-    let (qa, qb) = (head_rows(&q_a, dh), head_rows(&q_b, dh));
-    let (kva, kvb) = (head_rows(&plan.kv_a, dh), head_rows(&plan.kv_b, dh));
-    let q_proj = stack(&aa.q_proj, &ab.q_proj, &qa, &qb)?;
-    let k_proj = stack(&aa.k_proj, &ab.k_proj, &kva, &kvb)?;
-    let v_proj = stack(&aa.v_proj, &ab.v_proj, &kva, &kvb)?;
-    let o_proj = Linear::new(
-        concat(Axis::Cols, &aa.o_proj.weight, &ab.o_proj.weight, &qa, &qb)?,
-        match (&aa.o_proj.bias, &ab.o_proj.bias) {
-            (Some(x), Some(y)) => Some(weighted(x, y, r)?),
-            _ => None,
-        },
-    );
-    let head_norm = |x: &Option<RmsNorm>, y: &Option<RmsNorm>| -> Result<Option<RmsNorm>> {
-        match (x, y) {
-            (Some(x), Some(y)) => {
-                Ok(Some(RmsNorm { weight: weighted(&x.weight, &y.weight, r)?, eps: x.eps }))
-            }
-            _ => Ok(None),
-        }
-    };
-    let (ma, mb) = (&a.mlp, &b.mlp);
-    let down = Linear::new(
-        concat(Axis::Cols, &ma.down_proj.weight, &mb.down_proj.weight, &plan.ffn_a, &plan.ffn_b)?,
-        match (&ma.down_proj.bias, &mb.down_proj.bias) {
-            (Some(x), Some(y)) => Some(weighted(x, y, r)?),
-            _ => None,
-        },
-    );
-    Ok(DecoderLayer {
-        self_attn: Attention {
-            q_proj,
-            k_proj,
-            v_proj,
-            o_proj,
-            q_norm: head_norm(&aa.q_norm, &ab.q_norm)?,
-            k_norm: head_norm(&aa.k_norm, &ab.k_norm)?,
-            head_dim: dh,
-        },
-        mlp: Mlp {
-            gate_proj: stack(&ma.gate_proj, &mb.gate_proj, &plan.ffn_a, &plan.ffn_b)?,
-            up_proj: stack(&ma.up_proj, &mb.up_proj, &plan.ffn_a, &plan.ffn_b)?,
-            down_proj: down,
-        },
-        input_layernorm: mean_norm(&a.input_layernorm, &b.input_layernorm)?,
-        post_attention_layernorm: mean_norm(
-            &a.post_attention_layernorm,
-            &b.post_attention_layernorm,
-        )?,
+    let merge = ConcatMerge::new(HeadShape::of(a), HeadShape::of(b), plan, layout)?;
+    let b_tensors: std::collections::HashMap<String, &Tensor> =
+        b.named_tensors().into_iter().collect();
+    a.try_map_tensors(&mut |name, ta| {
+        let tb = b_tensors
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("layer b has no tensor `{name}`")))?;
+        merge.tensor(name, ta, tb)
     })
 }
 

@@ -129,14 +129,13 @@ fn collapse_once(
             continue;
         }
         let window: Vec<usize> = (slot..=slot + k).collect();
-        let merged =
-            collapse(cfg.merge, &window.iter().map(|&i| &m.lm.layers[i]).collect::<Vec<_>>())?;
+        let merged = collapse(cfg.merge, &super::read_layers(&m, window.iter().copied())?)?;
         let key = (accepted.clone(), slot, k);
         let s = match memo.get(&key) {
             Some(&s) => s,
             None => {
                 let mut cand = m.lm.clone();
-                cand.layers.splice(slot..=slot + k, [merged.clone()]);
+                cand.layers.splice(slot..=slot + k, [merged.clone().into()]);
                 let s = similarity(&cand, slot, cache, eval, ctx)?;
                 memo.insert(key, s);
                 ctx.report(Stage::Score, memo.len() as u64, 0);
@@ -157,7 +156,7 @@ fn collapse_once(
             },
         });
         if accept {
-            m.replace_layers(slot, slot + k, merged);
+            m.replace_layers(slot, slot + k, merged)?;
             accepted.push((slot, k));
             l -= cfg.interval as isize;
             if l >= m.num_layers() as isize {

@@ -65,8 +65,11 @@ fn combine_linear(rule: MergeRule, ls: &[&Linear]) -> Result<Linear> {
 }
 
 /// The window `layers` (in order, at least one) collapsed into one layer by `rule`.
-pub fn collapse(rule: MergeRule, layers: &[&DecoderLayer]) -> Result<DecoderLayer> {
-    let first = layers[0];
+pub fn collapse<L: std::ops::Deref<Target = DecoderLayer>>(
+    rule: MergeRule,
+    layers: &[L],
+) -> Result<DecoderLayer> {
+    let first = &*layers[0];
     let pick = |f: fn(&DecoderLayer) -> &Linear| -> Result<Linear> {
         combine_linear(rule, &layers.iter().map(|l| f(l)).collect::<Vec<_>>())
     };

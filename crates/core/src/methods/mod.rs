@@ -394,14 +394,24 @@ pub(crate) fn forward_pass(
     ctx: &RunContext,
 ) -> Result<()> {
     let batches = calib.batches(batch_size_for(calib), model.lm.device())?;
-    let total = batches.len() as u64;
-    ctx.report(Stage::Calibrate, 0, total);
+    ctx.report(Stage::Calibrate, 0, batches.len() as u64);
     let check = || ctx.check_cancelled();
-    for (k, batch) in batches.iter().enumerate() {
-        model.lm.forward(&model.config, batch, obs, &check)?;
-        ctx.report(Stage::Calibrate, k as u64 + 1, total);
-    }
-    Ok(())
+    let ctxs =
+        batches.iter().map(|b| model.lm.context(&model.config, b)).collect::<Result<Vec<_>>>()?;
+    let runs = ctxs.iter().zip(&batches).map(|(c, b)| Ok((c, model.lm.embed(b)?)));
+    model.lm.forward_runs(0, runs, obs, &mut |_, _| Ok(()), &check, &|p| {
+        let (done, of) = p.fraction();
+        ctx.report(Stage::Calibrate, done, of)
+    })
+}
+
+/// The layers at `indices` (current positions), read: a streamed model builds each from its
+/// checkpoint.
+pub(crate) fn read_layers(
+    model: &Model,
+    indices: impl IntoIterator<Item = usize>,
+) -> Result<Vec<std::borrow::Cow<'_, crate::model::decoder::DecoderLayer>>> {
+    indices.into_iter().map(|i| model.lm.layers[i].get()).collect()
 }
 
 /// The candidate for removing `layers` (current positions) from `model`.

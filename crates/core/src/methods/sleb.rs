@@ -70,7 +70,7 @@ fn skip_scores(
                 count += c;
             }
             if eval == Evaluation::CachedPrefix {
-                h = model.lm.layers[j].forward(j, &h, &fctx, &mut NoObserver)?;
+                h = model.lm.layers[j].get()?.forward(j, &h, &fctx, &mut NoObserver)?;
             }
             let done = progress.0 + (b * n + j + 1) as u64;
             ctx.report(Stage::Score, done, progress.1);

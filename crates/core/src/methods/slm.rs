@@ -53,8 +53,8 @@ fn commit(
     hi: usize,
     committed: &mut Vec<(usize, usize)>,
 ) -> Result<()> {
-    let merged = collapse(cfg.merge, &(lo..=hi).map(|i| &m.lm.layers[i]).collect::<Vec<_>>())?;
-    m.replace_layers(lo, hi, merged);
+    let merged = collapse(cfg.merge, &super::read_layers(m, lo..=hi)?)?;
+    m.replace_layers(lo, hi, merged)?;
     committed.push((lo, hi));
     Ok(())
 }
@@ -81,10 +81,9 @@ fn merge_once(
         let s = match memo.get(&key) {
             Some(&s) => s,
             None => {
-                let merged =
-                    collapse(cfg.merge, &(lo..=hi).map(|i| &m.lm.layers[i]).collect::<Vec<_>>())?;
+                let merged = collapse(cfg.merge, &super::read_layers(&m, lo..=hi)?)?;
                 let mut cand = m.lm.clone();
-                cand.layers.splice(lo..=hi, [merged]);
+                cand.layers.splice(lo..=hi, [merged.into()]);
                 let s = similarity(&cand, lo, cache, eval, ctx)?;
                 memo.insert(key, s);
                 ctx.report(Stage::Score, memo.len() as u64, 0);

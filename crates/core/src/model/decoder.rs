@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::error::Result;
 use crate::model::config::{Config, Llama3RopeScaling};
+use crate::model::stream::LayerSlot;
 
 /// Queries are processed in blocks of this many positions, each attending only to the keys up to
 /// its last position: causal attention then costs about half the full `s × s` product and never
@@ -482,10 +483,14 @@ pub struct TokenMask {
     pub seq_len: usize,
     /// `[b·s]` f32 of 1 (real) and 0 (padding); `None` when no row is padded.
     pub weights: Option<Tensor>,
+    /// The batch's place in its pass ([`TokenBatch::index`]): observers that pair states across
+    /// calls (`h_i` with `h_{i+1}`) keep one per batch, since a layer-by-layer pass
+    /// ([`CausalLm::forward_runs`]) interleaves batches.
+    pub batch: usize,
 }
 
 impl TokenMask {
-    pub fn new(lengths: Vec<usize>, seq_len: usize, device: &Device) -> Result<Self> {
+    pub fn new(lengths: Vec<usize>, seq_len: usize, batch: usize, device: &Device) -> Result<Self> {
         let weights = if lengths.iter().all(|&l| l == seq_len) {
             None
         } else {
@@ -495,7 +500,7 @@ impl TokenMask {
                 .collect();
             Some(Tensor::from_vec(w, lengths.len() * seq_len, device)?)
         };
-        Ok(Self { lengths, seq_len, weights })
+        Ok(Self { lengths, seq_len, weights, batch })
     }
 
     /// Number of real tokens.
@@ -580,13 +585,31 @@ impl Observer for Observers<'_> {
     }
 }
 
+/// How far a [`CausalLm::forward_runs`] pass is: batches done of all (layers in memory), or
+/// layers done of all (streamed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Batches(u64, u64),
+    Layers(u64, u64),
+}
+
+impl Progress {
+    /// `(done, total)` in whichever unit.
+    pub fn fraction(self) -> (u64, u64) {
+        match self {
+            Self::Batches(d, t) | Self::Layers(d, t) => (d, t),
+        }
+    }
+}
+
 /// The decoder stack with its embedding, final norm and LM head.
 #[derive(Debug, Clone)]
 pub struct CausalLm {
     pub embed_tokens: Tensor,
     /// The editable list of layers: methods remove, replace and insert entries; tensors are shared,
-    /// so editing never copies weights.
-    pub layers: Vec<DecoderLayer>,
+    /// so editing never copies weights. A streamed model's layers stay in the checkpoint until a
+    /// pass runs them ([`LayerSlot`]).
+    pub layers: Vec<LayerSlot>,
     pub norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
@@ -598,6 +621,8 @@ pub struct TokenBatch {
     /// `[b, s]` u32.
     pub ids: Tensor,
     pub lengths: Vec<usize>,
+    /// The batch's place among the batches of one pass (0 for a lone batch).
+    pub index: usize,
 }
 
 impl TokenBatch {
@@ -612,7 +637,13 @@ impl TokenBatch {
         Ok(Self {
             ids: Tensor::from_vec(ids, (sequences.len(), s), device)?,
             lengths: sequences.iter().map(|q| q.len()).collect(),
+            index: 0,
         })
+    }
+
+    /// The batch as the `index`-th of a pass.
+    pub fn with_index(self, index: usize) -> Self {
+        Self { index, ..self }
     }
 
     pub fn seq_len(&self) -> usize {
@@ -621,6 +652,11 @@ impl TokenBatch {
 }
 
 impl CausalLm {
+    /// Whether some layer is read from the checkpoint when a pass runs it ([`LayerSlot::Mapped`]).
+    pub fn is_streamed(&self) -> bool {
+        self.layers.iter().any(LayerSlot::is_mapped)
+    }
+
     pub fn lm_head_weight(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
@@ -649,7 +685,7 @@ impl CausalLm {
         Ok(ForwardContext {
             rope: Rope::new(cfg, offset + s, self.dtype(), self.device())?,
             sliding_window: cfg.sliding_window,
-            tokens: TokenMask::new(batch.lengths.clone(), s, self.device())?,
+            tokens: TokenMask::new(batch.lengths.clone(), s, batch.index, self.device())?,
             mode: Mode::Infer,
         })
     }
@@ -672,13 +708,78 @@ impl CausalLm {
         obs: &mut dyn Observer,
         check: &dyn Fn() -> Result<()>,
     ) -> Result<Tensor> {
+        obs.hidden_state(from, &h, &ctx.tokens)?;
         let mut h = h;
-        for (i, layer) in self.layers.iter().enumerate().skip(from) {
+        for i in from..self.layers.len() {
             check()?;
-            obs.hidden_state(i, &h, &ctx.tokens)?;
-            h = layer.forward(i, &h, ctx, obs)?;
+            h = self.layers[i].get()?.forward(i, &h, ctx, obs)?;
+            obs.hidden_state(i + 1, &h, &ctx.tokens)?;
         }
-        obs.hidden_state(self.layers.len(), &h, &ctx.tokens)?;
+        self.finish(h, ctx, obs)
+    }
+
+    /// [`forward_from`](Self::forward_from) for several batches: `runs` yields each one's
+    /// context (distinct [`TokenBatch::index`]es) and `h_from`, and `sink(k, ĥ)` receives the
+    /// `k`-th one's output. Layers in memory run batch by batch, taking each run only when it is
+    /// due; a streamed model runs layer by layer over all batches, so that each layer is read
+    /// from the checkpoint once per pass. Each batch's observer calls come in the same order
+    /// either way, and each layer sees the batches in order, so the statistics are the same bits.
+    pub fn forward_runs<'c>(
+        &self,
+        from: usize,
+        runs: impl ExactSizeIterator<Item = Result<(&'c ForwardContext, Tensor)>>,
+        obs: &mut dyn Observer,
+        sink: &mut dyn FnMut(usize, Tensor) -> Result<()>,
+        check: &dyn Fn() -> Result<()>,
+        progress: &dyn Fn(Progress),
+    ) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let mut distinct = |c: &ForwardContext| -> Result<()> {
+            if seen.insert(c.tokens.batch) {
+                Ok(())
+            } else {
+                Err(crate::error::Error::Internal(format!(
+                    "forward_runs: two batches have index {}",
+                    c.tokens.batch
+                )))
+            }
+        };
+        if !self.layers.iter().skip(from).any(LayerSlot::is_mapped) {
+            let total = runs.len() as u64;
+            for (k, run) in runs.enumerate() {
+                let (c, h) = run?;
+                distinct(c)?;
+                sink(k, self.forward_from(from, h, c, obs, check)?)?;
+                progress(Progress::Batches(k as u64 + 1, total));
+            }
+            return Ok(());
+        }
+        let (mut ctxs, mut states) = (Vec::with_capacity(runs.len()), Vec::new());
+        for run in runs {
+            let (c, h) = run?;
+            distinct(c)?;
+            obs.hidden_state(from, &h, &c.tokens)?;
+            ctxs.push(c);
+            states.push(h);
+        }
+        let total = (self.layers.len() - from) as u64;
+        for i in from..self.layers.len() {
+            check()?;
+            let layer = self.layers[i].get()?;
+            for (c, h) in ctxs.iter().zip(states.iter_mut()) {
+                *h = layer.forward(i, h, c, obs)?;
+                obs.hidden_state(i + 1, h, &c.tokens)?;
+            }
+            progress(Progress::Layers((i - from) as u64 + 1, total));
+        }
+        for (k, (c, h)) in ctxs.into_iter().zip(states).enumerate() {
+            sink(k, self.finish(h, c, obs)?)?;
+        }
+        Ok(())
+    }
+
+    /// `ĥ = FinalNorm(h_L)`, reported.
+    fn finish(&self, h: Tensor, ctx: &ForwardContext, obs: &mut dyn Observer) -> Result<Tensor> {
         let h_hat = ctx.mode.rms_norm(&self.norm, &h)?;
         obs.final_state(&h_hat, &ctx.tokens)?;
         Ok(h_hat)

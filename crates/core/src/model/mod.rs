@@ -11,8 +11,11 @@ pub mod packed;
 pub mod safetensors;
 pub mod save;
 pub mod save_gguf;
+pub mod stream;
 pub mod tokenizer;
 pub mod weights;
+
+use stream::LayerSlot;
 
 use std::path::{Path, PathBuf};
 
@@ -129,11 +132,15 @@ pub struct LoadOptions {
     /// Weights and activations dtype. Default f32.
     pub dtype: DType,
     pub device: DeviceChoice,
+    /// Keep the layers in the checkpoint and build each one only while a pass runs it
+    /// ([`stream`]); chosen anyway when the weights do not fit the available memory. Default
+    /// false.
+    pub stream: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: DeviceChoice::Cpu }
+        Self { dtype: DType::F32, device: DeviceChoice::Cpu, stream: false }
     }
 }
 
@@ -162,6 +169,8 @@ pub struct ModelInfo {
     pub eos_token_id: Option<u32>,
     /// GGUF tensor types and counts, most frequent first.
     pub quantization: Vec<(String, usize)>,
+    /// Why the layers are read from the checkpoint one at a time (`stream`), when they are.
+    pub streamed: Option<String>,
 }
 
 /// Files of the input that a save copies verbatim (HF folders only).
@@ -197,6 +206,8 @@ pub struct Model {
     pub inputs: Vec<PathBuf>,
     /// Why the model is on the CPU although `auto` was asked for.
     pub device_fallback: Option<String>,
+    /// Why the layers are read from the checkpoint one at a time, when they are.
+    pub streamed: Option<String>,
 }
 
 /// The merge record and provenance of a model layerfold saved (`layerfold.json` in a folder,
@@ -243,9 +254,9 @@ impl Model {
         let OpenedDevice { device, fallback } = opts.device.open()?;
         ctx.report(Stage::Load, 0, 1);
         let model = if path.is_dir() {
-            Self::load_folder(path, opts.dtype, &device, ctx)
+            Self::load_folder(path, opts, &device, ctx)
         } else if is_gguf(path)? {
-            Self::load_gguf(path, opts.dtype, &device, ctx)
+            Self::load_gguf(path, opts, &device, ctx)
         } else if path.extension().is_some_and(|e| e == "gguf") {
             Err(Error::format(path, "GGUF file", "it does not start with the GGUF magic bytes"))
         } else {
@@ -258,7 +269,12 @@ impl Model {
         Ok(Self { device_fallback: fallback, ..model })
     }
 
-    fn load_folder(dir: &Path, dtype: DType, device: &Device, ctx: &RunContext) -> Result<Self> {
+    fn load_folder(
+        dir: &Path,
+        opts: &LoadOptions,
+        device: &Device,
+        ctx: &RunContext,
+    ) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.exists() {
             return Err(Error::NotFound {
@@ -280,7 +296,7 @@ impl Model {
             config.eos_token_ids.first().copied(),
         )?;
         tokenizer.check_fits(config.vocab_size, &dir.join("tokenizer.json"))?;
-        let lm = weights::build(&config, &weights, dtype, device, ctx)?;
+        let (lm, streamed) = build_lm(&config, Box::new(weights), opts, device, ctx)?;
         let saved = dir.join(save::PROVENANCE_FILE);
         let text = match saved.exists() {
             true => Some(std::fs::read_to_string(&saved).map_err(|e| Error::io(&saved, e))?),
@@ -307,10 +323,16 @@ impl Model {
             provenance,
             inputs: vec![dir.to_path_buf()],
             device_fallback: None,
+            streamed,
         })
     }
 
-    fn load_gguf(path: &Path, dtype: DType, device: &Device, ctx: &RunContext) -> Result<Self> {
+    fn load_gguf(
+        path: &Path,
+        opts: &LoadOptions,
+        device: &Device,
+        ctx: &RunContext,
+    ) -> Result<Self> {
         let file = gguf::GgufFile::open(path)?;
         let hf_config = file.hf_config()?;
         let raw: RawConfig = serde_json::from_value(hf_config.clone())
@@ -318,9 +340,12 @@ impl Model {
         let config = raw.resolve(path)?;
         let tokenizer = file.tokenizer()?;
         tokenizer.check_fits(config.vocab_size, path)?;
-        let lm = weights::build(&config, &file, dtype, device, ctx)?;
+        let tokenizer_config = Some(file.tokenizer_config());
+        let quantization = file.quantization_summary();
+        let provenance_text = file.provenance().map(str::to_string);
+        let (lm, streamed) = build_lm(&config, Box::new(file), opts, device, ctx)?;
         let (origins, provenance) = saved_record(
-            file.provenance(),
+            provenance_text.as_deref(),
             path,
             "GGUF file (its layerfold.provenance)",
             config.num_hidden_layers,
@@ -332,13 +357,14 @@ impl Model {
             tokenizer,
             path: path.to_path_buf(),
             format: SourceFormat::Gguf,
-            tokenizer_config: Some(file.tokenizer_config()),
+            tokenizer_config,
             passthrough: Passthrough::default(),
-            quantization: file.quantization_summary(),
+            quantization,
             origins,
             provenance,
             inputs: vec![path.to_path_buf()],
             device_fallback: None,
+            streamed,
         })
     }
 
@@ -354,11 +380,42 @@ impl Model {
         self.config.num_hidden_layers = self.lm.layers.len();
     }
 
-    /// Replaces the layers `lo..=hi` by `layer`, recording the merge.
-    pub fn replace_layers(&mut self, lo: usize, hi: usize, layer: DecoderLayer) {
+    /// Replaces the layers `lo..=hi` by `layer`, recording the merge. A streamed model writes the
+    /// new layer to a temporary file and reads it from there ([`LayerSlot::spilled`]), so that
+    /// its made layers stay out of memory too.
+    pub fn replace_layers(&mut self, lo: usize, hi: usize, layer: DecoderLayer) -> Result<()> {
+        let slot = match self.lm.layers.iter().find_map(LayerSlot::store) {
+            Some(store) => LayerSlot::spilled(&layer, store)?,
+            None => layer.into(),
+        };
+        self.put(lo, hi, slot);
+        Ok(())
+    }
+
+    /// Replaces the layers `lo..=hi` by a layer made tensor by tensor: `shapes` (HF names
+    /// relative to `model.layers.{i}.`, in [`DecoderLayer::named_tensors`] order) and `make(name)`
+    /// for each. A streamed model writes each tensor to the new layer's file as it is made; a
+    /// model in memory builds the layer on the structure of layer `lo`.
+    pub fn replace_layers_made(
+        &mut self,
+        lo: usize,
+        hi: usize,
+        shapes: Vec<stream::TensorShape>,
+        make: &dyn Fn(&str) -> Result<candle_core::Tensor>,
+    ) -> Result<()> {
+        let head_dim = self.lm.layers[lo].head_shape().head_dim;
+        let slot = match self.lm.layers.iter().find_map(LayerSlot::store) {
+            Some(store) => LayerSlot::made(shapes, head_dim, make, store)?,
+            None => self.lm.layers[lo].get()?.try_map_tensors(&mut |name, _| make(name))?.into(),
+        };
+        self.put(lo, hi, slot);
+        Ok(())
+    }
+
+    fn put(&mut self, lo: usize, hi: usize, slot: LayerSlot) {
         let parts: Vec<Origin> = self.origins.drain(lo..=hi).collect();
         self.origins.insert(lo, Origin::merge(parts));
-        self.lm.layers.splice(lo..=hi, [layer]);
+        self.lm.layers.splice(lo..=hi, [slot]);
         self.config.num_hidden_layers = self.lm.layers.len();
     }
 
@@ -372,9 +429,7 @@ impl Model {
         let count = |t: &candle_core::Tensor| t.elem_count();
         let mut n = count(&self.lm.embed_tokens) + count(&self.lm.norm.weight);
         n += self.lm.lm_head.as_ref().map(count).unwrap_or(0);
-        for layer in &self.lm.layers {
-            n += layer.named_tensors().into_iter().map(|(_, t)| count(t)).sum::<usize>();
-        }
+        n += self.lm.layers.iter().map(LayerSlot::parameters).sum::<usize>();
         n
     }
 
@@ -405,6 +460,7 @@ impl Model {
             bos_token_id: self.tokenizer.bos_token_id,
             eos_token_id: self.tokenizer.eos_token_id,
             quantization: self.quantization.clone(),
+            streamed: self.streamed.clone(),
         }
     }
 
@@ -412,6 +468,31 @@ impl Model {
     pub fn max_seq_len(&self) -> usize {
         self.config.max_position_embeddings
     }
+}
+
+/// The decoder from `src`: in memory, or streamed when asked or when it does not fit (with the
+/// reason).
+fn build_lm(
+    config: &Config,
+    src: Box<dyn weights::WeightSource + Send + Sync>,
+    opts: &LoadOptions,
+    device: &Device,
+    ctx: &RunContext,
+) -> Result<(CausalLm, Option<String>)> {
+    let reason = if opts.stream {
+        Some("asked for (stream)".to_string())
+    } else if !weights::fits_in_memory(src.as_ref(), opts.dtype) {
+        Some(format!(
+            "its {:?} weights do not fit the available memory, so its layers are read one at a time",
+            opts.dtype
+        ))
+    } else {
+        None
+    };
+    Ok(match reason {
+        Some(why) => (weights::build_streamed(config, src, opts.dtype, device, ctx)?, Some(why)),
+        None => (weights::build(config, src.as_ref(), opts.dtype, device, ctx)?, None),
+    })
 }
 
 /// True when `path` starts with the GGUF magic.

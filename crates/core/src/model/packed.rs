@@ -110,7 +110,8 @@ impl DecoderLayer {
     fn forward_packed(&self, index: usize, x: &Tensor, packing: &Packing) -> Result<Tensor> {
         let o = self.self_attn.attend_packed(&self.input_layernorm.forward(x)?, packing)?;
         // One row of N real tokens: observers are not fed from packed passes.
-        let tokens = TokenMask { lengths: vec![x.dim(0)?], seq_len: x.dim(0)?, weights: None };
+        let tokens =
+            TokenMask { lengths: vec![x.dim(0)?], seq_len: x.dim(0)?, weights: None, batch: 0 };
         self.after_attention(index, x, &o, &tokens, Mode::Infer, &mut NoObserver)
     }
 }
@@ -122,11 +123,42 @@ impl CausalLm {
         packing: &Packing,
         check: &dyn Fn() -> Result<()>,
     ) -> Result<Tensor> {
-        let mut h = self.embed_tokens.index_select(&packing.ids, 0)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            check()?;
-            h = layer.forward_packed(i, &h, packing)?;
+        let mut out = self.forward_packed_runs(std::slice::from_ref(packing), check)?;
+        Ok(out.pop().expect("one packing gives one output"))
+    }
+
+    /// [`forward_packed`](Self::forward_packed) of several packings: one after the other when
+    /// the layers are in memory, layer by layer over all of them when the model is streamed (each
+    /// layer read once for all). The same products either way.
+    pub fn forward_packed_runs(
+        &self,
+        packings: &[Packing],
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        let embed = |p: &Packing| self.embed_tokens.index_select(&p.ids, 0);
+        let mut out = Vec::with_capacity(packings.len());
+        if !self.is_streamed() {
+            for p in packings {
+                let mut h = embed(p)?;
+                for (i, layer) in self.layers.iter().enumerate() {
+                    check()?;
+                    h = layer.get()?.forward_packed(i, &h, p)?;
+                }
+                out.push(self.norm.forward(&h)?);
+            }
+            return Ok(out);
         }
-        Ok(self.norm.forward(&h)?)
+        let mut states = packings.iter().map(embed).collect::<candle_core::Result<Vec<_>>>()?;
+        for (i, slot) in self.layers.iter().enumerate() {
+            check()?;
+            let layer = slot.get()?;
+            for (h, p) in states.iter_mut().zip(packings) {
+                *h = layer.forward_packed(i, h, p)?;
+            }
+        }
+        for h in states {
+            out.push(self.norm.forward(&h)?);
+        }
+        Ok(out)
     }
 }

@@ -18,6 +18,7 @@ use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::safetensors::{INDEX_FILE, SINGLE_FILE};
 use crate::model::save_gguf::{self, GgufType};
+use crate::model::stream::LayerSlot;
 use crate::model::Model;
 use crate::output::OutputTarget;
 
@@ -106,24 +107,80 @@ pub struct SaveSummary {
     pub bytes: u64,
 }
 
-/// One tensor to write, converted to the target dtype only when the writer asks for its bytes, so
-/// that at most one converted tensor is in memory at a time.
+/// A tensor of a model to save: in memory, or a tensor of a layer that may be streamed, read
+/// only when it is written (so a streamed model's save holds one tensor at a time).
+#[derive(Clone)]
+pub(crate) enum SavedTensor<'a> {
+    Loaded(&'a Tensor),
+    Layer {
+        slot: &'a LayerSlot,
+        name: String,
+        shape: Vec<usize>,
+    },
+    /// Made by `make(name)` when it is written (a merged layer's tensor).
+    Made {
+        name: String,
+        shape: Vec<usize>,
+        make: &'a dyn Fn(&str) -> Result<Tensor>,
+    },
+}
+
+impl SavedTensor<'_> {
+    pub(crate) fn dims(&self) -> &[usize] {
+        match self {
+            Self::Loaded(t) => t.dims(),
+            Self::Layer { shape, .. } | Self::Made { shape, .. } => shape,
+        }
+    }
+
+    pub(crate) fn elem_count(&self) -> usize {
+        self.dims().iter().product()
+    }
+
+    /// The tensor in the model's dtype.
+    pub(crate) fn read(&self) -> Result<Tensor> {
+        match self {
+            Self::Loaded(t) => Ok((*t).clone()),
+            Self::Layer { slot, name, .. } => slot.tensor(name),
+            Self::Made { name, make, .. } => make(name),
+        }
+    }
+}
+
+/// One tensor to write, read and converted to the target dtype only when the writer asks for its
+/// bytes, so that at most one converted tensor is in memory at a time.
 pub(crate) struct LazyTensor<'a> {
-    tensor: &'a Tensor,
+    tensor: SavedTensor<'a>,
     dtype: DType,
     shape: Vec<usize>,
     error: &'a Mutex<Option<Error>>,
 }
 
 impl<'a> LazyTensor<'a> {
+    /// `tensor` written in `dtype`.
+    pub(crate) fn new(
+        tensor: SavedTensor<'a>,
+        dtype: DType,
+        error: &'a Mutex<Option<Error>>,
+    ) -> Self {
+        let shape = tensor.dims().to_vec();
+        Self { tensor, dtype, shape, error }
+    }
+
     /// `tensor` in its own dtype (bit-exact).
     pub(crate) fn exact(tensor: &'a Tensor, error: &'a Mutex<Option<Error>>) -> Self {
-        Self { tensor, dtype: tensor.dtype(), shape: tensor.dims().to_vec(), error }
+        Self {
+            tensor: SavedTensor::Loaded(tensor),
+            dtype: tensor.dtype(),
+            shape: tensor.dims().to_vec(),
+            error,
+        }
     }
 
     fn bytes(&self) -> Result<Vec<u8>> {
         let t = self
             .tensor
+            .read()?
             .to_dtype(self.dtype)?
             .to_device(&candle_core::Device::Cpu)?
             .flatten_all()?;
@@ -171,18 +228,21 @@ impl safetensors::View for LazyTensor<'_> {
 }
 
 /// Every tensor of `model` under its HF name, in name order.
-pub(crate) fn named_tensors(model: &Model) -> Vec<(String, &Tensor)> {
+pub(crate) fn named_tensors(model: &Model) -> Vec<(String, SavedTensor<'_>)> {
     let lm = &model.lm;
     let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), &lm.embed_tokens),
-        ("model.norm.weight".to_string(), &lm.norm.weight),
+        ("model.embed_tokens.weight".to_string(), SavedTensor::Loaded(&lm.embed_tokens)),
+        ("model.norm.weight".to_string(), SavedTensor::Loaded(&lm.norm.weight)),
     ];
     if let Some(head) = &lm.lm_head {
-        out.push(("lm_head.weight".to_string(), head));
+        out.push(("lm_head.weight".to_string(), SavedTensor::Loaded(head)));
     }
-    for (i, layer) in lm.layers.iter().enumerate() {
-        for (name, t) in layer.named_tensors() {
-            out.push((format!("model.layers.{i}.{name}"), t));
+    for (i, slot) in lm.layers.iter().enumerate() {
+        for t in slot.shapes() {
+            out.push((
+                format!("model.layers.{i}.{}", t.name),
+                SavedTensor::Layer { slot, name: t.name, shape: t.shape },
+            ));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -291,7 +351,7 @@ fn write_folder(
 ) -> Result<SaveSummary> {
     let tensors = named_tensors(model);
     // Greedy shards in name order, as transformers' `split_torch_state_dict_into_shards` does.
-    let mut shards: Vec<Vec<(String, &Tensor)>> = vec![vec![]];
+    let mut shards: Vec<Vec<(String, SavedTensor)>> = vec![vec![]];
     let mut shard_bytes = 0u64;
     let mut total_bytes = 0u64;
     for (name, t) in tensors {
@@ -321,7 +381,10 @@ fn write_folder(
         let path = dir.join(&file);
         let error = Mutex::new(None);
         let views = shard.iter().map(|(name, t)| {
-            (name.clone(), LazyTensor { tensor: t, dtype, shape: t.dims().to_vec(), error: &error })
+            (
+                name.clone(),
+                LazyTensor { tensor: t.clone(), dtype, shape: t.dims().to_vec(), error: &error },
+            )
         });
         safetensors::serialize_to_file(views, Some(metadata.clone()), &path).map_err(
             |e| match e {

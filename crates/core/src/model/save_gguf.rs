@@ -311,8 +311,12 @@ fn quantized_tensors(
             .ok_or_else(|| Error::Internal(format!("no GGUF name for tensor `{hf}`")))?;
         // A fresh contiguous f32 copy on the CPU: candle's quantizer reads the storage as it lies.
         let dims = t.dims().to_vec();
-        let values =
-            t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let values = t
+            .read()?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut t = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
         let heads = if hf.contains("self_attn.q_proj.") {
             Some(model.config.num_attention_heads)

@@ -3,6 +3,7 @@
 //! configuration and converts to the requested dtype and device.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -10,6 +11,7 @@ use crate::context::{RunContext, Stage};
 use crate::error::{Error, Result};
 use crate::model::config::{Architecture, Config};
 use crate::model::decoder::{Attention, CausalLm, DecoderLayer, Linear, Mlp, RmsNorm};
+use crate::model::stream::{LayerSlot, LayerStore};
 
 /// A checkpoint that yields tensors by HF name (`model.layers.0.self_attn.q_proj.weight`).
 pub trait WeightSource {
@@ -30,10 +32,10 @@ pub fn layer_index(name: &str, prefix: &str) -> Option<usize> {
     name.strip_prefix(prefix)?.split_once('.')?.0.parse().ok()
 }
 
-struct Builder<'a> {
-    src: &'a dyn WeightSource,
-    dtype: DType,
-    device: &'a Device,
+pub(crate) struct Builder<'a> {
+    pub(crate) src: &'a dyn WeightSource,
+    pub(crate) dtype: DType,
+    pub(crate) device: &'a Device,
 }
 
 impl Builder<'_> {
@@ -52,7 +54,7 @@ impl Builder<'_> {
         Ok(Some(t.to_device(self.device)?))
     }
 
-    fn required(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn required(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.optional(name, shape)?.ok_or_else(|| Error::MissingTensor {
             path: self.src.path().to_path_buf(),
             name: name.to_string(),
@@ -70,7 +72,7 @@ impl Builder<'_> {
         Ok(RmsNorm { weight: self.required(name, &[width])?, eps })
     }
 
-    fn layer(&self, cfg: &Config, i: usize) -> Result<DecoderLayer> {
+    pub(crate) fn layer(&self, cfg: &Config, i: usize) -> Result<DecoderLayer> {
         let p = format!("model.layers.{i}");
         let (d, dh, eps) = (cfg.hidden_size, cfg.head_dim, cfg.rms_norm_eps);
         let (q, kv, ff) =
@@ -117,6 +119,51 @@ pub fn build(
     device: &Device,
     ctx: &RunContext,
 ) -> Result<CausalLm> {
+    check_layer_count(cfg, src)?;
+    let needed = src.total_elements().saturating_mul(dtype.size_in_bytes() as u64);
+    if let Some(available) = crate::context::available_memory().filter(|&a| needed > a) {
+        return Err(Error::OutOfMemory {
+            what: format!("loading `{}` in {dtype:?}", src.path().display()),
+            needed,
+            available,
+            hint: "free memory, load it with `stream` (one layer at a time), in a smaller dtype (bf16), or use a larger machine".into(),
+        });
+    }
+    let b = Builder { src, dtype, device };
+    let layers = each_layer(cfg, ctx, |i| Ok(b.layer(cfg, i)?.into()))?;
+    finish(&b, cfg, layers)
+}
+
+/// [`build`] for layer-at-a-time execution: the embeddings, final norm and LM head are loaded,
+/// and each layer is checked once (built and dropped) and then read from `src` whenever a pass
+/// runs it ([`LayerSlot::Mapped`]).
+pub fn build_streamed(
+    cfg: &Config,
+    src: Box<dyn WeightSource + Send + Sync>,
+    dtype: DType,
+    device: &Device,
+    ctx: &RunContext,
+) -> Result<CausalLm> {
+    check_layer_count(cfg, src.as_ref())?;
+    let store = Arc::new(LayerStore {
+        src,
+        config: cfg.clone(),
+        dtype,
+        device: device.clone(),
+        _spill: None,
+    });
+    let layers = each_layer(cfg, ctx, |i| LayerSlot::mapped(&store, i))?;
+    let b = Builder { src: store.src.as_ref(), dtype, device };
+    finish(&b, cfg, layers)
+}
+
+/// Whether `src` in `dtype` fits the memory available now (true when that is unknown).
+pub fn fits_in_memory(src: &dyn WeightSource, dtype: DType) -> bool {
+    let needed = src.total_elements().saturating_mul(dtype.size_in_bytes() as u64);
+    crate::context::available_memory().is_none_or(|a| needed <= a)
+}
+
+fn check_layer_count(cfg: &Config, src: &dyn WeightSource) -> Result<()> {
     let found = src.layer_count();
     if found != cfg.num_hidden_layers {
         return Err(Error::format(
@@ -129,25 +176,28 @@ pub fn build(
             ),
         ));
     }
-    let needed = src.total_elements().saturating_mul(dtype.size_in_bytes() as u64);
-    if let Some(available) = crate::context::available_memory().filter(|&a| needed > a) {
-        return Err(Error::OutOfMemory {
-            what: format!("loading `{}` in {dtype:?}", src.path().display()),
-            needed,
-            available,
-            hint: "free memory, load it in a smaller dtype (bf16), or use a larger machine".into(),
-        });
-    }
-    let b = Builder { src, dtype, device };
-    let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+    Ok(())
+}
+
+fn each_layer(
+    cfg: &Config,
+    ctx: &RunContext,
+    mut layer: impl FnMut(usize) -> Result<LayerSlot>,
+) -> Result<Vec<LayerSlot>> {
     let total = cfg.num_hidden_layers as u64;
-    let embed_tokens = b.required("model.embed_tokens.weight", &[v, d])?;
-    let mut layers = Vec::with_capacity(found);
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {
         ctx.check_cancelled()?;
-        layers.push(b.layer(cfg, i)?);
+        layers.push(layer(i)?);
         ctx.report(Stage::Load, i as u64 + 1, total);
     }
+    Ok(layers)
+}
+
+/// The embeddings, final norm and LM head around `layers`.
+fn finish(b: &Builder, cfg: &Config, layers: Vec<LayerSlot>) -> Result<CausalLm> {
+    let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+    let embed_tokens = b.required("model.embed_tokens.weight", &[v, d])?;
     let norm = b.norm("model.norm.weight", d, cfg.rms_norm_eps)?;
     // transformers ties the head to the embeddings whenever the config says so, ignoring any
     // stored `lm_head.weight`.

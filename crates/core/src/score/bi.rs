@@ -3,6 +3,8 @@
 //! `h_L`. A NaN cosine counts as 0.5. CoMe's variant (clamp `cos` to `[0, 1]`, sum instead of
 //! mean) is accumulated in the same pass.
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +27,8 @@ pub enum LastState {
 pub struct BlockInfluence {
     n_layers: usize,
     last: LastState,
-    prev: Option<Tensor>,
+    /// `h_i` of each batch in flight (by [`TokenMask::batch`]), awaiting `h_{i+1}`.
+    prev: HashMap<usize, Tensor>,
     /// Σ over tokens of `1 − cos` (NaN → 0.5).
     sum: Vec<f64>,
     /// Σ over tokens of `1 − clamp(cos, 0, 1)` (CoMe).
@@ -39,7 +42,7 @@ impl BlockInfluence {
         Self {
             n_layers,
             last,
-            prev: None,
+            prev: HashMap::new(),
             sum: vec![0.0; n_layers],
             come_sum: vec![0.0; n_layers],
             tokens: vec![0; n_layers],
@@ -47,7 +50,7 @@ impl BlockInfluence {
     }
 
     fn pair(&mut self, layer: usize, next: &Tensor, tokens: &TokenMask) -> Result<()> {
-        let prev = self.prev.as_ref().expect("callers check that h_i was observed");
+        let prev = self.prev.get(&tokens.batch).expect("callers check that h_i was observed");
         let cos = token_cosines(prev, next)?;
         for (row, &len) in cos.iter().zip(&tokens.lengths) {
             for &c in &row[..len] {
@@ -94,20 +97,21 @@ impl Observer for BlockInfluence {
     fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
         // A pass may start at any layer (a re-run from a merged layer): the first state only
         // primes `prev`.
-        if i > 0 && self.prev.is_some() && (i < self.n_layers || self.last == LastState::PreNorm) {
+        let primed = self.prev.contains_key(&tokens.batch);
+        if i > 0 && primed && (i < self.n_layers || self.last == LastState::PreNorm) {
             self.pair(i - 1, h, tokens)?;
         }
         if i < self.n_layers {
-            self.prev = Some(h.clone());
+            self.prev.insert(tokens.batch, h.clone());
         }
         Ok(())
     }
 
     fn final_state(&mut self, h: &Tensor, tokens: &TokenMask) -> Result<()> {
-        if self.last == LastState::PostNorm && self.prev.is_some() {
+        if self.last == LastState::PostNorm && self.prev.contains_key(&tokens.batch) {
             self.pair(self.n_layers - 1, h, tokens)?;
         }
-        self.prev = None;
+        self.prev.remove(&tokens.batch);
         Ok(())
     }
 }

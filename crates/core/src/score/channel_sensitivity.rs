@@ -64,10 +64,22 @@ impl ChannelActivity {
 
     /// The sensitivities of `layer`, whose weights are `weights` (METHODS.md §2.5).
     pub fn sensitivity(&self, layer: usize, weights: &DecoderLayer) -> Result<LayerSensitivity> {
+        let (down, o) = (&weights.mlp.down_proj.weight, &weights.self_attn.o_proj.weight);
+        self.sensitivity_from(layer, down, o, weights.self_attn.num_kv_heads())
+    }
+
+    /// [`sensitivity`](Self::sensitivity) from the two weights it reads, `W_down` and `W_o`, and
+    /// the layer's KV head count (what a streamed layer reads without building the layer).
+    pub fn sensitivity_from(
+        &self,
+        layer: usize,
+        down_proj: &Tensor,
+        o_proj: &Tensor,
+        n_kv: usize,
+    ) -> Result<LayerSensitivity> {
         let (ffn, attn) = self.mean_activity(layer)?;
-        let ffn = (ffn * column_l1(&weights.mlp.down_proj.weight)?)?;
-        let e = (attn * column_l1(&weights.self_attn.o_proj.weight)?)?;
-        let n_kv = weights.self_attn.num_kv_heads();
+        let ffn = (ffn * column_l1(down_proj)?)?;
+        let e = (attn * column_l1(o_proj)?)?;
         // Channels are laid out head by head; the G heads of KV group g are contiguous.
         let kv_groups = e.reshape((n_kv, ()))?.mean(1)?;
         Ok(LayerSensitivity { ffn: ffn.to_vec1::<f32>()?, kv_groups: kv_groups.to_vec1::<f32>()? })

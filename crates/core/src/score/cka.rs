@@ -4,6 +4,8 @@
 //! states, accumulated over mini-batches of at most [`CKA_CHUNK`] tokens of one sequence. HSIC is
 //! kept as a float (the reference code truncates it to an integer, a bug not copied).
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
@@ -13,10 +15,12 @@ use crate::model::decoder::{Observer, TokenMask};
 /// Tokens per CKA mini-batch: HSIC is computed through `[chunk, chunk]` Gram matrices.
 pub const CKA_CHUNK: usize = 512;
 
-/// Collects the states of one batch and folds them into running pairwise sums.
+/// Collects the states of each batch and folds them into running pairwise sums when its final
+/// state arrives.
 pub struct LayerSimilarity {
     n_states: usize,
-    batch: Vec<Tensor>,
+    /// The states seen so far of each batch in flight (by [`TokenMask::batch`]).
+    batch: HashMap<usize, Vec<Tensor>>,
     cos_sum: Vec<f64>,
     hsic: Vec<f64>,
     tokens: usize,
@@ -43,17 +47,16 @@ impl LayerSimilarity {
         let n = n_layers + 1;
         Self {
             n_states: n,
-            batch: Vec::new(),
+            batch: HashMap::new(),
             cos_sum: vec![0.0; n * n],
             hsic: vec![0.0; n * n],
             tokens: 0,
         }
     }
 
-    fn accumulate(&mut self, tokens: &TokenMask) -> Result<()> {
+    fn accumulate(&mut self, states: Vec<Tensor>, tokens: &TokenMask) -> Result<()> {
         for (b, &len) in tokens.lengths.iter().enumerate() {
-            let rows: Vec<Tensor> = self
-                .batch
+            let rows: Vec<Tensor> = states
                 .iter()
                 .map(|h| Ok(h.get(b)?.narrow(0, 0, len)?.to_dtype(DType::F32)?))
                 .collect::<Result<_>>()?;
@@ -86,7 +89,6 @@ impl LayerSimilarity {
             }
             self.tokens += len;
         }
-        self.batch.clear();
         Ok(())
     }
 
@@ -111,16 +113,17 @@ impl LayerSimilarity {
 }
 
 impl Observer for LayerSimilarity {
-    fn hidden_state(&mut self, i: usize, h: &Tensor, _: &TokenMask) -> Result<()> {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, tokens: &TokenMask) -> Result<()> {
         if i + 1 < self.n_states {
-            self.batch.push(h.clone());
+            self.batch.entry(tokens.batch).or_default().push(h.clone());
         }
         Ok(())
     }
 
     fn final_state(&mut self, h: &Tensor, tokens: &TokenMask) -> Result<()> {
-        self.batch.push(h.clone());
-        self.accumulate(tokens)
+        let mut states = self.batch.remove(&tokens.batch).unwrap_or_default();
+        states.push(h.clone());
+        self.accumulate(states, tokens)
     }
 }
 
@@ -167,8 +170,8 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (30, 8), &Device::Cpu).unwrap();
         let y = Tensor::randn(0f32, 1.0, (30, 8), &Device::Cpu).unwrap();
         let mut sim = LayerSimilarity::new(1);
-        sim.batch = vec![x.unsqueeze(0).unwrap(), y.unsqueeze(0).unwrap()];
-        sim.accumulate(&TokenMask::new(vec![30], 30, &Device::Cpu).unwrap()).unwrap();
+        let states = vec![x.unsqueeze(0).unwrap(), y.unsqueeze(0).unwrap()];
+        sim.accumulate(states, &TokenMask::new(vec![30], 30, 0, &Device::Cpu).unwrap()).unwrap();
         let m = sim.matrices();
         let direct = linear_cka(&x, &y).unwrap();
         assert!((m.cka[0][1] - direct).abs() < 1e-5, "{} vs {direct}", m.cka[0][1]);

@@ -33,8 +33,14 @@ impl CachedBatch {
     pub fn start(&self, layer: usize) -> (usize, Tensor) {
         (0..=layer)
             .rev()
-            .find_map(|i| self.inputs[i].clone().map(|h| (i, h)))
+            .find_map(|i| self.inputs.get(i).cloned().flatten().map(|h| (i, h)))
             .expect("layer 0's input is always kept")
+    }
+
+    /// Drops the cached inputs above checkpoint `start`, which a pass from there recomputes: the
+    /// old and the new states of the re-run layers are then never held together.
+    pub(crate) fn forget_above(&mut self, start: usize) {
+        self.inputs.truncate(start + 1);
     }
 
     /// Replaces the states from layer `from` on with those this batch's pass from there left

@@ -92,6 +92,10 @@ fn rescore_from(
     let check = || ctx.check_cancelled();
     let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
     let mut rec = Recorder::new(cache.stride, &mut obs);
+    let start = cache.batches[0].start(from).0;
+    for cb in &mut cache.batches {
+        cb.forget_above(start);
+    }
     let (start, runs) = cache.starts(from);
     model.lm.forward_runs(
         start,

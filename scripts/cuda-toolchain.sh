@@ -33,7 +33,11 @@ if [ ! -f "$_lf_root/lib/stubs/libcuda.so" ]; then
     ln -sf "$_lf_cu/lib/lib$_lf_lib" "$_lf_root/lib/lib${_lf_lib%.so.*}.so"
   done
   # The driver API symbols cudarc loads, each a stub returning CUDA_ERROR_NOT_INITIALIZED (3).
-  _lf_cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -1)"
+  # cargo unpacks only the crates a build needs, and the CPU build never needs cudarc: fetch the
+  # whole lockfile first. (A glob that matches nothing must not fail here: under `set -e -o
+  # pipefail` ls's exit code 2 ended CI's CUDA step without a word.)
+  cargo fetch --manifest-path "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" >&2
+  _lf_cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -1 || true)"
   if [ -z "$_lf_cudarc" ]; then
     echo "cuda-toolchain: cudarc's source is not in the cargo registry: run \`cargo fetch\` first" >&2
     return 1 2>/dev/null || exit 1

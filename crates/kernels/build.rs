@@ -6,10 +6,15 @@ use std::process::Command;
 
 const KERNELS: [&str; 3] = ["act_intensity", "concat_layers", "distill_loss"];
 
+/// The static MKL archives linked when `LAYERFOLD_MKL_DIR` names a folder holding them (sequential
+/// threading: rayon splits the work, so no OpenMP pool competes with it; see src/blas.rs).
+const MKL_LIBS: [&str; 3] = ["mkl_intel_lp64", "mkl_sequential", "mkl_core"];
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
+    link_mkl();
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -34,6 +39,45 @@ fn main() {
                 )
             });
         assert!(status.success(), "nvcc failed on {src}");
+    }
+}
+
+/// MKL from the folder `LAYERFOLD_MKL_DIR` names (scripts/mkl.mjs unpacks it there from the
+/// `mkl-static` wheel on PyPI), with `cfg(layerfold_mkl)` for src/blas.rs; none without it, and the
+/// CPU matmuls stay candle's (the gemm crate).
+fn link_mkl() {
+    println!("cargo:rustc-check-cfg=cfg(layerfold_mkl)");
+    println!("cargo:rerun-if-env-changed=LAYERFOLD_MKL_DIR");
+    let Some(dir) = std::env::var_os("LAYERFOLD_MKL_DIR").filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    for lib in MKL_LIBS {
+        let file = dir.join(format!("lib{lib}.a"));
+        assert!(
+            file.is_file(),
+            "LAYERFOLD_MKL_DIR is {} but {} is missing: run `node scripts/mkl.mjs`, or unset it to \
+             build without MKL",
+            dir.display(),
+            file.display()
+        );
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    // The three archives refer to each other in a cycle, which MKL's own link line closes with
+    // --start-group/--end-group and rustc's -l flags cannot express: a linker script that GROUPs
+    // them stands in for one library (the trick TOOLCHAIN.md §3 uses for cudart). The archives
+    // are read at the final link, not copied into this crate's rlib.
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("mkl");
+    std::fs::create_dir_all(&out).unwrap();
+    let group: Vec<String> =
+        MKL_LIBS.iter().map(|l| format!("{}", dir.join(format!("lib{l}.a")).display())).collect();
+    std::fs::write(out.join("liblayerfold_mkl.so"), format!("GROUP ( {} )\n", group.join(" ")))
+        .unwrap();
+    println!("cargo:rustc-cfg=layerfold_mkl");
+    println!("cargo:rustc-link-search=native={}", out.display());
+    println!("cargo:rustc-link-lib=dylib=layerfold_mkl");
+    for lib in ["pthread", "m", "dl"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
     }
 }
 

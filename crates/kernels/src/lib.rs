@@ -5,12 +5,14 @@
 //! from its tensor's device.
 
 pub mod act_intensity;
+pub mod blas;
 pub mod causal_softmax;
 pub mod concat_layers;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod distill_loss;
 pub mod launch;
+pub mod linear;
 pub mod swiglu;
 #[cfg(test)]
 mod test_utils;
@@ -28,5 +30,6 @@ pub use distill_loss::{
     kl_div_slow, kl_div_with,
 };
 pub use launch::Launch;
+pub use linear::{linear, linear_slow};
 pub use swiglu::{swiglu, swiglu_slow};
 pub use token_nll::{token_nll, token_nll_slow};

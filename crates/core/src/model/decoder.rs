@@ -63,7 +63,7 @@ impl Module for Linear {
         let dims = x.dims();
         let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
         let x = x.reshape((rows, last))?;
-        let mut y = x.matmul(&self.weight.t()?)?;
+        let mut y = layerfold_kernels::linear(&x, &self.weight)?;
         if let Some(l) = &self.lora {
             y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
         }

@@ -1,0 +1,179 @@
+//! `linear`: `y = x · Wᵀ` for a 2-D `x` `[m, k]` and an HF-layout weight `W` `[n, k]`, the product
+//! behind every projection and the LM head.
+//!
+//! With MKL built in ([`blas::MKL`]), f32 CPU tensors run one sequential `sgemm` per rayon thread,
+//! each on its share of the rows (or, for the few rows of a generation step, of the weight's rows);
+//! everything else is candle's matmul ([`linear_slow`], also the definition the op is tested
+//! against). The op is differentiable: its backward pass is the two products of the definition,
+//! each only for an input that tracks a gradient (a frozen weight gets none).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::blas;
+
+/// Fewest rows per thread worth splitting by rows; fewer rows split the weight instead.
+const MIN_ROWS_PER_THREAD: usize = 32;
+
+struct Linear;
+
+/// `[m, k] · [n, k]ᵀ` into a new `[m, n]`, split across rayon's threads.
+fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    if y.is_empty() {
+        return y;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    if m >= threads * MIN_ROWS_PER_THREAD || n < threads {
+        let rows = m.div_ceil(threads).max(1);
+        y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y)| {
+            let r0 = t * rows;
+            blas::sgemm((y.len() / n, n, k), &x[r0 * k..], k, w, k, true, y, n);
+        });
+    } else {
+        // Each thread makes a block of output columns from its block of weight rows.
+        let cols = n.div_ceil(threads);
+        let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(cols))
+            .into_par_iter()
+            .map(|t| {
+                let (c0, nc) = (t * cols, cols.min(n - t * cols));
+                let mut block = vec![0f32; m * nc];
+                blas::sgemm((m, nc, k), x, k, &w[c0 * k..], k, true, &mut block, nc);
+                (c0, block)
+            })
+            .collect();
+        for (c0, block) in blocks {
+            let nc = block.len() / m.max(1);
+            for (row, part) in y.chunks_mut(n).zip(block.chunks(nc.max(1))) {
+                row[c0..c0 + nc].copy_from_slice(part);
+            }
+        }
+    }
+    y
+}
+
+impl candle_core::CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
+            candle_core::bail!(
+                "linear: only f32 is supported, got {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            )
+        };
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("linear: x and the weight must be contiguous")
+        };
+        let ((m, k), (n, _)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        let y = forward(&x[a..b], &w[c..d], (m, n, k));
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // y = x Wᵀ: dL/dx = g W, dL/dW = gᵀ x.
+        let dx = if x.track_op() { Some(grad.matmul(w)?) } else { None };
+        let dw = if w.track_op() { Some(grad.t()?.matmul(x)?) } else { None };
+        Ok((dx, dw))
+    }
+}
+
+fn check(x: &Tensor, w: &Tensor) -> Result<()> {
+    let ((_, k), (_, kw)) = (x.dims2()?, w.dims2()?);
+    if k != kw {
+        candle_core::bail!(
+            "linear: x {:?} and the weight {:?} differ in width",
+            x.shape(),
+            w.shape()
+        )
+    }
+    Ok(())
+}
+
+/// `x · Wᵀ` for `x` `[m, k]` and `W` `[n, k]`: `[m, n]`. MKL's products on f32 CPU tensors when it
+/// is built in, candle's matmul otherwise.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    check(x, w)?;
+    if blas::MKL && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+    } else {
+        linear_slow(x, w)
+    }
+}
+
+/// The definition, candle's matmul: `x.matmul(Wᵀ)`.
+pub fn linear_slow(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    check(x, w)?;
+    x.matmul(&w.t()?)
+}
+
+/// The split product whatever the build, for tests: [`linear`] takes it only with MKL.
+#[cfg(test)]
+fn linear_split(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::uniform;
+    use candle_core::{Device, Var};
+
+    fn seeded((m, n): (usize, usize), seed: u64) -> Tensor {
+        uniform(&[m, n], 0.5, seed, &Device::Cpu)
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let s = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        d / s.max(1e-30)
+    }
+
+    #[test]
+    fn split_product_matches_the_definition_by_rows_and_by_columns() {
+        // 300 rows split by rows; 3 and 1 rows split the weight's 77 rows into column blocks.
+        for (m, n, k) in [(300, 77, 45), (3, 77, 45), (1, 5, 3), (64, 1, 9)] {
+            let (x, w) = (seeded((m, k), 1), seeded((n, k), 2));
+            let got = linear_split(&x, &w).unwrap();
+            let want = linear_slow(&x, &w).unwrap();
+            assert_eq!(got.dims(), &[m, n]);
+            let err = max_rel(&got, &want);
+            assert!(err < 1e-5, "[{m}, {k}] x [{n}, {k}]ᵀ: max relative error {err}");
+        }
+    }
+
+    #[test]
+    fn backward_matches_the_definition_and_skips_frozen_inputs() {
+        let (x, w) = (Var::from_tensor(&seeded((40, 12), 3)).unwrap(), seeded((9, 12), 4));
+        let wv = Var::from_tensor(&w).unwrap();
+        let probe = seeded((40, 9), 5);
+        let loss = |y: Tensor| (y * &probe).unwrap().sum_all().unwrap();
+        let fast = loss(linear_split(x.as_tensor(), wv.as_tensor()).unwrap()).backward().unwrap();
+        let slow = loss(linear_slow(x.as_tensor(), wv.as_tensor()).unwrap()).backward().unwrap();
+        for v in [x.as_tensor(), wv.as_tensor()] {
+            let err = max_rel(fast.get(v).unwrap(), slow.get(v).unwrap());
+            assert!(err < 1e-5, "gradient differs by {err}");
+        }
+        // A plain (frozen) weight: the input still gets its gradient, the weight none.
+        let grads = loss(linear_split(x.as_tensor(), &w).unwrap()).backward().unwrap();
+        assert!(grads.get(x.as_tensor()).is_some());
+        assert!(grads.get(&w).is_none());
+    }
+}

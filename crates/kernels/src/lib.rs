@@ -6,7 +6,7 @@
 
 pub mod act_intensity;
 pub mod blas;
-pub mod causal_softmax;
+pub mod causal_attention;
 pub mod concat_layers;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -20,7 +20,7 @@ pub mod token_nll;
 mod vec_exp;
 
 pub use act_intensity::{act_intensity, act_intensity_slow, act_intensity_with};
-pub use causal_softmax::{causal_softmax, causal_softmax_, causal_softmax_slow};
+pub use causal_attention::{causal_attention, causal_attention_slow};
 pub use concat_layers::{
     concat_cols, concat_cols_slow, concat_cols_with, concat_rows, concat_rows_slow,
     concat_rows_with,

@@ -60,13 +60,6 @@ pub fn max(xs: &[f32]) -> f32 {
     m
 }
 
-/// Replaces each `x` by `e^(x − shift)` and returns the sum of the results.
-#[inline(always)]
-pub fn exp_shift_in_place(xs: &mut [f32], shift: f32) -> f32 {
-    // x·1 is exact, so this is bit-identical to exponentiating x − shift.
-    exp_scaled_in_place(xs, 1.0, shift)
-}
-
 /// Replaces each `x` by `e^(x·scale − shift)` and returns the sum of the results (attention's
 /// softmax with its `1/√d_h` folded in).
 #[inline(always)]

@@ -15,11 +15,6 @@ use crate::error::Result;
 use crate::model::config::{Config, Llama3RopeScaling};
 use crate::model::stream::LayerSlot;
 
-/// Queries are processed in blocks of this many positions, each attending only to the keys up to
-/// its last position: causal attention then costs about half the full `s × s` product and never
-/// materialises an `s × s` score matrix per head.
-const ATTENTION_BLOCK: usize = 128;
-
 /// A dense layer `y = x Wᵀ + b` with HF's `[out, in]` weight, and while a LoRA run trains it, a
 /// low-rank adapter beside the frozen weight.
 #[derive(Debug, Clone)]
@@ -104,16 +99,23 @@ impl Mode {
         })
     }
 
-    /// The masked softmax of attention scores (f32) for queries from position `q_start`.
-    pub fn causal_softmax(
+    /// Causal attention of queries `q` (`[b, n_q, s, d_h]`, contiguous) at positions
+    /// `offset..offset + s` over keys and values `k`, `v` (`[b, n_kv, offset + s, d_h]`, positions
+    /// from 0), `group` query heads per KV head. Returns `[b, n_q, s, d_h]`.
+    pub fn causal_attention(
         self,
-        scores: Tensor,
-        q_start: usize,
+        q: &Tensor,
+        kv: &KeyValues,
+        offset: usize,
+        group: usize,
         window: Option<usize>,
     ) -> Result<Tensor> {
+        let (k, v) = (&kv.k, &kv.v);
         Ok(match self {
-            Mode::Infer => layerfold_kernels::causal_softmax(scores, q_start, window)?,
-            Mode::Train => layerfold_kernels::causal_softmax_slow(&scores, q_start, window)?,
+            Mode::Infer => layerfold_kernels::causal_attention(q, k, v, offset, group, window)?,
+            Mode::Train => {
+                layerfold_kernels::causal_attention_slow(q, k, v, offset, group, window)?
+            }
         })
     }
 
@@ -178,8 +180,7 @@ impl Attention {
         let (b, s, _) = x.dims3()?;
         let (cos, sin) = ctx.rope.at(0, s)?;
         let (q, kv) = self.project(x, &cos, &sin, ctx.mode)?;
-        let out =
-            causal_attention(&q, &kv.k, &kv.v, 0, self.group(), ctx.sliding_window, ctx.mode)?;
+        let out = ctx.mode.causal_attention(&q, &kv, 0, self.group(), ctx.sliding_window)?;
         Ok(out.transpose(1, 2)?.reshape((b, s, ()))?)
     }
 
@@ -210,40 +211,6 @@ impl Attention {
         };
         Ok((q, kv))
     }
-}
-
-/// Causal attention of queries `q` (`[b, n_q, s, d_h]`, contiguous) at positions
-/// `offset..offset + s` over keys and values `k`, `v` (`[b, n_kv, offset + s, d_h]`, positions
-/// from 0), `group` query heads per KV head. Returns `[b, n_q, s, d_h]`.
-pub(crate) fn causal_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    offset: usize,
-    group: usize,
-    sliding_window: Option<usize>,
-    mode: Mode,
-) -> Result<Tensor> {
-    let (b, nq, s, dh) = q.dims4()?;
-    let nkv = nq / group;
-    // Query head h reads KV head h / G (HF layout), so the G query heads of one KV head are
-    // adjacent: viewing queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
-    let q = (q * (1.0 / (dh as f64).sqrt()))?;
-    let mut blocks = Vec::with_capacity(s.div_ceil(ATTENTION_BLOCK));
-    for start in (0..s).step_by(ATTENTION_BLOCK) {
-        let len = ATTENTION_BLOCK.min(s - start);
-        let end = start + len;
-        let q_blk = q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
-        let keys = offset + end;
-        let k_blk = k.narrow(2, 0, keys)?;
-        let v_blk = v.narrow(2, 0, keys)?;
-        let scores = q_blk.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
-        let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
-        let probs = mode.causal_softmax(scores, offset + start, sliding_window)?;
-        let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
-        blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
-    }
-    Ok(Tensor::cat(&blocks, 2)?)
 }
 
 /// One layer's keys (after RoPE) and values for a run of positions: `[b, n_kv, len, d_h]` each.

@@ -13,7 +13,7 @@ use candle_core::{Module, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::model::decoder::{
-    causal_attention, Attention, CausalLm, DecoderLayer, Mode, NoObserver, Rope, TokenMask,
+    Attention, CausalLm, DecoderLayer, KeyValues, Mode, NoObserver, Rope, TokenMask,
 };
 
 /// Sequences packed into one batch.
@@ -87,18 +87,18 @@ impl Attention {
                 continue;
             }
             let own = |t: &Tensor| t.narrow(2, span.start, span.len());
-            let (k, v, offset) = match past {
-                None => (own(&kv.k)?, own(&kv.v)?, 0),
+            let (kv, offset) = match past {
+                None => (KeyValues { k: own(&kv.k)?, v: own(&kv.v)? }, 0),
                 Some(p) => {
                     let before = |t: &Tensor| t.narrow(2, p.start, p.len());
                     let k = Tensor::cat(&[before(&kv.k)?, own(&kv.k)?], 2)?;
                     let v = Tensor::cat(&[before(&kv.v)?, own(&kv.v)?], 2)?;
-                    (k, v, p.len())
+                    (KeyValues { k, v }, p.len())
                 }
             };
             let q = own(&q)?.contiguous()?;
             let window = packing.sliding_window;
-            out.push(causal_attention(&q, &k, &v, offset, self.group(), window, Mode::Infer)?);
+            out.push(Mode::Infer.causal_attention(&q, &kv, offset, self.group(), window)?);
         }
         let out = Tensor::cat(&out, 2)?; // [1, n_q, N, d_h]
         Ok(out.squeeze(0)?.transpose(0, 1)?.reshape((n, ()))?)

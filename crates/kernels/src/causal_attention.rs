@@ -1,0 +1,310 @@
+//! `causal-attention`: `softmax(q kᵀ / √d_h + causal mask) v` with grouped KV heads, in one op.
+//!
+//! Queries `q` `[b, n_q, s, d_h]` sit at positions `offset..offset + s`; keys and values `k`, `v`
+//! `[b, n_kv, offset + s, d_h]` at positions from 0; query head `h` reads KV head `h / G` (HF's
+//! layout, `G = n_q / n_kv`). Key `j` is visible from query `i` when `j ≤ i` and `i − j < window`.
+//!
+//! On the CPU (f32) each task takes one KV head of one sequence and a block of [`QUERY_BLOCK`]
+//! queries of its `G` query heads: it multiplies them by the keys up to the block's last visible
+//! one into a scratch tile, applies the masked softmax there (the scale folded into the exponent),
+//! and multiplies by the values straight into the output. The tile stays in cache, no `s × s` or
+//! per-block score tensor is allocated, and the two products are sequential `sgemm`s
+//! ([`crate::blas`]) spread over rayon's threads by task, where candle's batched matmul ran one
+//! small product after another. [`causal_attention_slow`] is the composed definition (candle ops,
+//! differentiable): other devices and dtypes, training, and the tests.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::blas;
+use crate::vec_exp::{self, dispatch};
+
+/// Queries per task: a `G · 64 × keys` f32 tile is 1.5 MB at 2048 keys and `G = 3`, within a
+/// core's L2 on current server CPUs.
+const QUERY_BLOCK: usize = 64;
+
+/// Query positions per block of the composed definition: about half the full `s × s` product
+/// (the causal part), and no `s × s` score matrix per head.
+const SLOW_BLOCK: usize = 128;
+
+struct CausalAttention {
+    offset: usize,
+    group: usize,
+    window: Option<usize>,
+}
+
+dispatch! {
+    // Row r of `tile` (`rows × width`, keys `key0..key0 + width`) holds query position
+    // `first + r % q_len`'s scores; it becomes softmax(scale · scores) over the visible keys, 0
+    // elsewhere.
+    fn softmax_tile(tile: &mut [f32], width: usize, q_len: usize, first: usize, key0: usize, window: usize, scale: f32) {
+        for (r, row) in tile.chunks_exact_mut(width).enumerate() {
+            let i = first + r % q_len;
+            let hi = (i + 1).min(key0 + width) - key0;
+            let lo = (i + 1).saturating_sub(window).max(key0).min(key0 + hi) - key0;
+            let (before, rest) = row.split_at_mut(lo);
+            let (visible, after) = rest.split_at_mut(hi - lo);
+            before.fill(0.0);
+            after.fill(0.0);
+            if visible.is_empty() {
+                continue;
+            }
+            let m = vec_exp::max(visible);
+            // scale > 0, so the largest scaled score is scale · m.
+            let sum = vec_exp::exp_scaled_in_place(visible, scale, scale * m);
+            let inv = 1.0 / sum;
+            for v in visible.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+/// A pointer to the output that tasks write disjoint blocks of.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes only the rows of its own (sequence, query head, query block), so no two
+// threads write the same element, and the buffer outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The element `offset` in. A method, so closures capture the whole `OutPtr` (edition 2021
+    /// closures would capture the bare pointer field, which is not `Send`).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the buffer the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+impl CausalAttention {
+    #[allow(clippy::too_many_arguments)]
+    fn cpu(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (b, nq, s, dh): (usize, usize, usize, usize),
+        keys: usize,
+    ) -> Vec<f32> {
+        let (g, nkv) = (self.group, nq / self.group);
+        let window = self.window.unwrap_or(usize::MAX);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut out = vec![0f32; b * nq * s * dh];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let blocks = s.div_ceil(QUERY_BLOCK);
+        (0..b * nkv * blocks).into_par_iter().for_each_init(Vec::new, |tile: &mut Vec<f32>, t| {
+            let (bk, blk) = (t / blocks, t % blocks);
+            let (bi, kvh) = (bk / nkv, bk % nkv);
+            let (q0, len) = (blk * QUERY_BLOCK, QUERY_BLOCK.min(s - blk * QUERY_BLOCK));
+            // Keys visible from some query of the block: from the first one's window start to the
+            // last one's position.
+            let first = self.offset + q0;
+            let key0 = (first + 1).saturating_sub(window);
+            let end = self.offset + q0 + len;
+            let width = end - key0;
+            let kv_base = (bi * nkv + kvh) * keys * dh + key0 * dh;
+            let (kb, vb) = (&k[kv_base..kv_base + width * dh], &v[kv_base..kv_base + width * dh]);
+            tile.resize(g * len * width, 0.0);
+            for j in 0..g {
+                let qo = ((bi * nq + kvh * g + j) * s + q0) * dh;
+                let rows = &mut tile[j * len * width..(j + 1) * len * width];
+                blas::sgemm((len, width, dh), &q[qo..qo + len * dh], dh, kb, dh, true, rows, width);
+            }
+            softmax_tile(tile, width, len, first, key0, window, scale);
+            for j in 0..g {
+                let oo = ((bi * nq + kvh * g + j) * s + q0) * dh;
+                // SAFETY: rows q0..q0 + len of query head kvh·G + j of sequence bi belong to this
+                // task alone (OutPtr), and lie inside `out`.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(oo), len * dh) };
+                let p = &tile[j * len * width..(j + 1) * len * width];
+                blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, dh);
+            }
+        });
+        out
+    }
+}
+
+impl candle_core::CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (s1, s2, s3) else {
+            candle_core::bail!(
+                "causal-attention: only f32 is supported, got {:?}, {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            )
+        };
+        let offsets = (l1.contiguous_offsets(), l2.contiguous_offsets(), l3.contiguous_offsets());
+        let (Some((qa, qb)), Some((ka, kb)), Some((va, vb))) = offsets else {
+            candle_core::bail!("causal-attention: q, k and v must be contiguous")
+        };
+        let dims = l1.shape().dims4()?;
+        let keys = l2.shape().dims4()?.2;
+        let out = self.cpu(&q[qa..qb], &k[ka..kb], &v[va..vb], dims, keys);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Checks the shapes; returns `(b, n_q, s, d_h)`.
+fn check(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    group: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let (b, nq, s, dh) = q.dims4()?;
+    if group == 0 || nq % group != 0 {
+        candle_core::bail!("causal-attention: {nq} query heads do not form groups of {group}")
+    }
+    let want = [b, nq / group, offset + s, dh];
+    if k.dims() != want || v.dims() != want {
+        candle_core::bail!(
+            "causal-attention: q {:?} (offset {offset}, group {group}) needs k and v {want:?}, got {:?} and {:?}",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )
+    }
+    Ok((b, nq, s, dh))
+}
+
+/// Causal attention of `q` (`[b, n_q, s, d_h]`, positions `offset..offset + s`) over `k`, `v`
+/// (`[b, n_kv, offset + s, d_h]`), `group` query heads per KV head, keys further back than
+/// `window` invisible: `[b, n_q, s, d_h]`. The fused op on f32 CPU tensors, the composed definition
+/// elsewhere. No backward pass: training uses [`causal_attention_slow`].
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    group: usize,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    check(q, k, v, offset, group)?;
+    let f32s = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
+    if q.device().is_cpu() && f32s {
+        let op = CausalAttention { offset, group, window };
+        q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+    } else {
+        causal_attention_slow(q, k, v, offset, group, window)
+    }
+}
+
+/// The composed definition, in blocks of [`SLOW_BLOCK`] queries: scaled `q kᵀ` in f32, the masked
+/// softmax of [`causal_softmax_slow`], then `· v`. Differentiable.
+pub fn causal_attention_slow(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    group: usize,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let (b, nq, s, dh) = check(q, k, v, offset, group)?;
+    let nkv = nq / group;
+    // Query head h reads KV head h / G, so the G query heads of one KV head are adjacent: viewing
+    // queries as [b, n_kv, G·s, d_h] shares K and V without copying them.
+    let q = (q * (1.0 / (dh as f64).sqrt()))?;
+    let mut blocks = Vec::with_capacity(s.div_ceil(SLOW_BLOCK));
+    for start in (0..s).step_by(SLOW_BLOCK) {
+        let len = SLOW_BLOCK.min(s - start);
+        let keys = offset + start + len;
+        let q_blk = q.narrow(2, start, len)?.contiguous()?.reshape((b, nkv, group * len, dh))?;
+        let (k_blk, v_blk) = (k.narrow(2, 0, keys)?, v.narrow(2, 0, keys)?);
+        let scores = q_blk.contiguous()?.matmul(&k_blk.t()?)?; // [b, n_kv, G·len, keys]
+        let scores = scores.to_dtype(DType::F32)?.reshape((b, nkv, group, len, keys))?;
+        let probs = causal_softmax_slow(&scores, offset + start, window)?;
+        let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, group * len, keys))?;
+        blocks.push(probs.matmul(&v_blk.contiguous()?)?.reshape((b, nq, len, dh))?);
+    }
+    Tensor::cat(&blocks, 2)
+}
+
+/// The masked softmax of scores `[.., q_len, end]` (f32) for queries from position `q_start`:
+/// add a −∞ mask, subtract the row maximum, exponentiate, normalise. Differentiable.
+fn causal_softmax_slow(scores: &Tensor, q_start: usize, window: Option<usize>) -> Result<Tensor> {
+    let (q_len, end) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+    let window = window.unwrap_or(usize::MAX);
+    let mask: Vec<f32> = (0..q_len)
+        .flat_map(|r| {
+            let i = q_start + r;
+            (0..end).map(move |j| if j <= i && i - j < window { 0.0 } else { f32::NEG_INFINITY })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (q_len, end), scores.device())?;
+    let x = scores.broadcast_add(&mask)?;
+    // The shift only guards exp's range: no gradient flows through it.
+    let x = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    x.broadcast_div(&x.sum_keepdim(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{assert_close, uniform};
+    use candle_core::Device;
+
+    #[test]
+    fn matches_composed_definition() {
+        // Query counts that are not multiples of the block, an offset (a cached prefix), a sliding
+        // window narrower than a block, one query, GQA groups of 1, 3 and 4.
+        for (b, nkv, g, s, offset, dh, window) in [
+            (1, 3, 3, 130, 0, 64, None),
+            (2, 2, 4, 70, 0, 16, None),
+            (1, 1, 1, 1, 0, 8, None),
+            (1, 2, 2, 37, 29, 12, None),
+            (2, 1, 3, 150, 11, 8, Some(20)),
+            (1, 2, 1, 5, 200, 4, Some(3)),
+        ] {
+            let d = &Device::Cpu;
+            let q = uniform(&[b, nkv * g, s, dh], 2.0, 1, d);
+            let k = uniform(&[b, nkv, offset + s, dh], 2.0, 2, d);
+            let v = uniform(&[b, nkv, offset + s, dh], 1.0, 3, d);
+            let got = causal_attention(&q, &k, &v, offset, g, window).unwrap();
+            let want = causal_attention_slow(&q, &k, &v, offset, g, window).unwrap();
+            let what = format!(
+                "b {b}, n_kv {nkv}, G {g}, s {s}, offset {offset}, d_h {dh}, window {window:?}"
+            );
+            assert_close(&got, &want, 1e-5, 1e-6, &what);
+        }
+    }
+
+    #[test]
+    fn strided_keys_and_values_are_read_as_their_values() {
+        // k and v narrowed out of a longer cache: not contiguous.
+        let d = &Device::Cpu;
+        let q = uniform(&[1, 4, 9, 8], 1.0, 4, d);
+        let kv = uniform(&[1, 2, 20, 8], 1.0, 5, d);
+        let (k, v) = (kv.narrow(2, 3, 9).unwrap(), kv.narrow(2, 5, 9).unwrap());
+        assert!(!k.is_contiguous());
+        let got = causal_attention(&q, &k, &v, 0, 2, None).unwrap();
+        let want = causal_attention_slow(&q, &k, &v, 0, 2, None).unwrap();
+        assert_close(&got, &want, 1e-5, 1e-6, "strided k, v");
+    }
+
+    #[test]
+    fn rejects_shapes_that_do_not_fit() {
+        let d = &Device::Cpu;
+        let q = uniform(&[1, 4, 9, 8], 1.0, 1, d);
+        let k = uniform(&[1, 2, 9, 8], 1.0, 2, d);
+        let err = causal_attention(&q, &k, &k, 0, 3, None).unwrap_err().to_string();
+        assert!(err.contains("groups of 3"), "{err}");
+        let err = causal_attention(&q, &k, &k, 1, 2, None).unwrap_err().to_string();
+        assert!(err.contains("needs k and v"), "{err}");
+    }
+}

@@ -168,7 +168,7 @@ fn check(
     group: usize,
 ) -> Result<(usize, usize, usize, usize)> {
     let (b, nq, s, dh) = q.dims4()?;
-    if group == 0 || nq % group != 0 {
+    if group == 0 || !nq.is_multiple_of(group) {
         candle_core::bail!("causal-attention: {nq} query heads do not form groups of {group}")
     }
     let want = [b, nq / group, offset + s, dh];

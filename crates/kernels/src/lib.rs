@@ -13,6 +13,7 @@ mod cuda;
 pub mod distill_loss;
 pub mod launch;
 pub mod linear;
+pub mod rope_heads;
 pub mod swiglu;
 #[cfg(test)]
 mod test_utils;
@@ -31,5 +32,6 @@ pub use distill_loss::{
 };
 pub use launch::Launch;
 pub use linear::{linear, linear_slow};
+pub use rope_heads::{rope_heads, rope_heads_slow};
 pub use swiglu::{swiglu, swiglu_slow};
 pub use token_nll::{token_nll, token_nll_slow};

@@ -91,11 +91,18 @@ impl Mode {
         })
     }
 
-    /// RoPE (rotate-half) of `x`, `[b, heads, s, d_h]` contiguous, with tables `[s, d_h/2]`.
-    pub fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    /// `x` `[b, s, heads·d_h]` split into `[b, heads, s, d_h]` (contiguous) with RoPE
+    /// (rotate-half) applied by the tables `[s, d_h/2]`.
+    pub fn rope_heads(
+        self,
+        x: &Tensor,
+        heads: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
         Ok(match self {
-            Mode::Infer => candle_nn::rotary_emb::rope(x, cos, sin)?,
-            Mode::Train => candle_nn::rotary_emb::rope_slow(x, cos, sin)?,
+            Mode::Infer => layerfold_kernels::rope_heads(x, heads, cos, sin)?,
+            Mode::Train => layerfold_kernels::rope_heads_slow(x, heads, cos, sin)?,
         })
     }
 
@@ -195,19 +202,24 @@ impl Attention {
     ) -> Result<(Tensor, KeyValues)> {
         let (b, s, _) = x.dims3()?;
         let dh = self.head_dim;
-        let heads = |proj: &Linear, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let t = proj.forward(x)?.reshape((b, s, (), dh))?;
-            let t = match norm {
-                Some(norm) => mode.rms_norm(norm, &t)?,
+        // `[b, s, heads·d_h]`, with Qwen3's per-head norm applied.
+        let projected = |proj: &Linear, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let t = proj.forward(x)?;
+            Ok(match norm {
+                Some(norm) => {
+                    mode.rms_norm(norm, &t.reshape((b, s, (), dh))?)?.reshape((b, s, ()))?
+                }
                 None => t,
-            };
-            Ok(t.transpose(1, 2)?.contiguous()?)
+            })
         };
-        let rope = |t: Tensor| mode.rope(&t, cos, sin);
-        let q = rope(heads(&self.q_proj, &self.q_norm)?)?;
+        let (n_q, n_kv) = (self.num_heads(), self.num_kv_heads());
+        let q = mode.rope_heads(&projected(&self.q_proj, &self.q_norm)?, n_q, cos, sin)?;
         let kv = KeyValues {
-            k: rope(heads(&self.k_proj, &self.k_norm)?)?,
-            v: heads(&self.v_proj, &None)?,
+            k: mode.rope_heads(&projected(&self.k_proj, &self.k_norm)?, n_kv, cos, sin)?,
+            v: projected(&self.v_proj, &None)?
+                .reshape((b, s, n_kv, dh))?
+                .transpose(1, 2)?
+                .contiguous()?,
         };
         Ok((q, kv))
     }

@@ -316,6 +316,12 @@ export declare function checkOutputFile(out: string, inputs: Array<string>, forc
  */
 export declare function checkSaveTarget(out: string, inputs: Array<string>, options?: BindingSaveOptions | undefined | null): void
 
+/**
+ * The library behind the CPU's f32 matrix products: `mkl` (Intel MKL, linked at build time) or
+ * `gemm` (candle's own).
+ */
+export declare function cpuBlas(): 'mkl' | 'gemm'
+
 /** Whether this build can use a CUDA device. */
 export declare function cudaAvailable(): boolean
 

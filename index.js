@@ -841,6 +841,7 @@ module.exports.BindingStagedOutput = nativeBinding.BindingStagedOutput
 module.exports.checkOutput = nativeBinding.checkOutput
 module.exports.checkOutputFile = nativeBinding.checkOutputFile
 module.exports.checkSaveTarget = nativeBinding.checkSaveTarget
+module.exports.cpuBlas = nativeBinding.cpuBlas
 module.exports.cudaAvailable = nativeBinding.cudaAvailable
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.methodDefaults = nativeBinding.methodDefaults

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cuda-toolchain.sh
 export CARGO_TARGET_DIR="$PWD/target/cuda"
-npx napi build --platform --release --features cuda --manifest-path crates/node/Cargo.toml \
+node scripts/mkl.mjs -- npx napi build --platform --release --features cuda --manifest-path crates/node/Cargo.toml \
   --package-json-path package.json --output-dir target/cuda/napi --no-js --dts cuda.d.ts
 cp target/cuda/napi/layerfold.linux-x64-gnu.node npm/linux-x64-gnu-cuda/layerfold.linux-x64-gnu-cuda.node
 echo "build:cuda: npm/linux-x64-gnu-cuda/layerfold.linux-x64-gnu-cuda.node"

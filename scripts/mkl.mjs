@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { findPython, pipDownload, sha256, unzipMembers } from './pypi.mjs';
 
 const VERSION = '2026.2.0';
@@ -22,8 +23,8 @@ const MEMBERS = ['lib/libmkl_intel_lp64.a', 'lib/libmkl_sequential.a', 'lib/libm
 const log = (msg) => process.stderr.write(`mkl: ${msg}\n`);
 const cache = process.env.LAYERFOLD_CACHE ?? path.join(os.homedir(), '.cache', 'layerfold');
 
-/** The folder holding MKL's archives, fetching them on first use; null (with the reason logged) when it cannot. */
-async function ensure() {
+/** The folder holding MKL's archives and licence, fetching them on first use; null (with the reason logged) when it cannot. */
+export async function ensureMkl() {
   if (process.env.LAYERFOLD_MKL === '0') return null;
   if (process.env.LAYERFOLD_MKL_DIR) return process.env.LAYERFOLD_MKL_DIR;
   if (process.platform !== 'linux' || process.arch !== 'x64') return null; // the wheel's platform
@@ -58,11 +59,18 @@ async function ensure() {
   }
 }
 
-const dir = await ensure();
-const dash = process.argv.indexOf('--');
-if (dash < 0) {
-  if (dir) process.stdout.write(`${dir}\n`);
-} else {
+/** Whether a built addon has MKL linked in (its version string is in every MKL build). */
+export function linksMkl(file) {
+  return fs.readFileSync(file).includes('Intel(R) oneAPI Math Kernel Library');
+}
+
+async function main() {
+  const dir = await ensureMkl();
+  const dash = process.argv.indexOf('--');
+  if (dash < 0) {
+    if (dir) process.stdout.write(`${dir}\n`);
+    return;
+  }
   const [cmd, ...args] = process.argv.slice(dash + 1);
   const env = { ...process.env };
   if (dir) env.LAYERFOLD_MKL_DIR = dir;
@@ -74,3 +82,5 @@ if (dash < 0) {
   }
   process.exit(r.status ?? 1);
 }
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();

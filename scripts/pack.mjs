@@ -2,9 +2,10 @@
 // Packs layerfold as napi-rs packages ship: the root package (TypeScript, loader, default calibration
 // text; no addon) and one package per prebuilt addon under npm/: the CPU addon
 // (layerfold-linux-x64-gnu, from `npm run build`) and, when `npm run build:cuda` has made it, the
-// CUDA addon (layerfold-linux-x64-gnu-cuda). As `napi prepublish` does, the packed root package
-// lists each addon package it was packed with as an optional dependency; the repo's package.json
-// does not, so `npm install` here never looks for them on the registry.
+// CUDA addon (layerfold-linux-x64-gnu-cuda); one that links Intel MKL ships MKL's licence. As
+// `napi prepublish` does, the packed root package lists each addon package it was packed with as
+// an optional dependency; the repo's package.json does not, so `npm install` here never looks for
+// them on the registry.
 //
 //   node scripts/pack.mjs [--out <dir>]      (default out/pack; prints the tarball paths as JSON)
 import { execFileSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { ensureMkl, linksMkl } from './mkl.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { out: { type: 'string', default: path.join(root, 'out', 'pack') } } });
@@ -23,6 +25,9 @@ const addons = [
   { dir: 'linux-x64-gnu', built: path.join(root, 'layerfold.linux-x64-gnu.node'), required: true },
   { dir: 'linux-x64-gnu-cuda', built: path.join(root, 'npm', 'linux-x64-gnu-cuda', 'layerfold.linux-x64-gnu-cuda.node'), required: false },
 ];
+
+/** Intel's licence, in an addon package that links MKL (scripts/mkl.mjs). */
+const MKL_LICENSE = 'intel-mkl-LICENSE.txt';
 
 function npmPack(dir) {
   const result = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', out], { cwd: dir, encoding: 'utf8' }));
@@ -43,8 +48,17 @@ for (const addon of addons) {
   if (manifest.version !== rootPackage.version) throw new Error(`pack: npm/${addon.dir} is version ${manifest.version}, the root ${rootPackage.version}`);
   const dir = path.join(stage, addon.dir);
   fs.mkdirSync(dir);
-  for (const f of ['package.json', 'README.md']) fs.copyFileSync(path.join(root, 'npm', addon.dir, f), path.join(dir, f));
+  fs.copyFileSync(path.join(root, 'npm', addon.dir, 'README.md'), path.join(dir, 'README.md'));
   fs.copyFileSync(addon.built, path.join(dir, manifest.main));
+  if (linksMkl(addon.built)) {
+    // Intel's licence asks that redistributions reproduce its terms.
+    const mkl = await ensureMkl();
+    if (!mkl) throw new Error(`pack: ${addon.built} links MKL, and its licence could not be fetched`);
+    fs.copyFileSync(path.join(mkl, 'LICENSE.txt'), path.join(dir, MKL_LICENSE));
+    manifest.files = [...manifest.files, MKL_LICENSE];
+    manifest.license = `${manifest.license} AND LicenseRef-Intel-Simplified-Software-License`;
+  }
+  fs.writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   tarballs.push(npmPack(dir));
   optionalDependencies[manifest.name] = manifest.version;
 }

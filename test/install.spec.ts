@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { addon } from '../ts/index';
 import { DEFAULT_CALIBRATION } from '../ts/paths';
 import { repoRoot, shared } from './fixtures';
 
@@ -30,6 +31,9 @@ describe('npm pack and install', () => {
     expect(tarList(root).filter((f) => f.endsWith('.node'))).toEqual([]);
     expect(tarList(root)).toContain(`package/${DEFAULT_CALIBRATION}`);
     expect(tarList(cpu)).toContain('package/layerfold.linux-x64-gnu.node');
+    // An addon that links Intel MKL carries Intel's licence; one built without it does not.
+    const licence = tarList(cpu).includes('package/intel-mkl-LICENSE.txt');
+    expect(licence).toBe(addon().blas === 'mkl');
   });
 
   it('installs and runs with no Rust and no ../shared', { timeout: 300_000 }, () => {
@@ -45,6 +49,7 @@ describe('npm pack and install', () => {
     expect(info.numLayers).toBe(5);
     // The addon the installed package loaded is the per-platform package's, not this checkout's.
     expect(info.addon.variant).toBe('cpu');
+    expect(info.addon.blas).toBe(addon().blas);
     expect(info.addon.file).toBe(path.join(consumer, 'node_modules', 'layerfold-linux-x64-gnu', 'layerfold.linux-x64-gnu.node'));
 
     npx('prune', model, '--method', 'come', '--remove-layers', '2', '--samples', '4', '--seq-len', '64', '--out', 'pruned', '--json');

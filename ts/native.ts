@@ -20,6 +20,8 @@ export interface AddonInfo {
   variant: 'cpu' | 'cuda';
   /** The addon file loaded. */
   file: string;
+  /** The library behind the CPU's f32 matrix products: Intel MKL when the build found it, else candle's gemm. */
+  blas: 'mkl' | 'gemm';
   /** Why the CUDA variant, though installed, is not the one running. */
   fallback?: string;
 }
@@ -42,7 +44,8 @@ function load(): { binding: typeof Generated; info: AddonInfo } {
         continue; // not installed
       }
       try {
-        return { binding: require(file), info: { variant: 'cuda', file } };
+        const binding = require(file);
+        return { binding, info: { variant: 'cuda', file, blas: binding.cpuBlas() } };
       } catch (e) {
         fallback = `${id} is installed but did not load: ${(e as Error).message.split('\n')[0]}`;
         if (want === 'cuda') throw new LayerfoldError('E_DEVICE', `${fallback} (it needs the NVIDIA driver, version 580 or newer)`, { cause: e });
@@ -58,7 +61,7 @@ function load(): { binding: typeof Generated; info: AddonInfo } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const binding = require('../index');
   const file = Object.keys(require.cache).find((k) => !before.has(k) && k.endsWith('.node')) ?? 'unknown';
-  return { binding, info: { variant: 'cpu', file, ...(fallback ? { fallback } : {}) } };
+  return { binding, info: { variant: 'cpu', file, blas: binding.cpuBlas(), ...(fallback ? { fallback } : {}) } };
 }
 
 let loaded: ReturnType<typeof load> | undefined;

@@ -32,7 +32,7 @@ export function register(program: Command): void {
         ['tied embeddings', String(info.tieWordEmbeddings)],
         ['parameters', info.parameters.toLocaleString('en-US')],
         ['dtype / device', `${info.dtype} / ${info.device}`],
-        ['addon', `${addon().variant} (${addon().file})`],
+        ['addon', `${addon().variant}, CPU products by ${addon().blas} (${addon().file})`],
       ];
       // Why the run is on the CPU: the CUDA addon did not load, or it found no usable device.
       const fallback = [addon().fallback, info.deviceFallback].filter(Boolean).join('; ');

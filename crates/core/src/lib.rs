@@ -19,3 +19,13 @@ pub mod score;
 pub use context::{CancelToken, Progress, RunContext, Stage, TrainingProgress};
 pub use error::{Error, Result};
 pub use model::{LoadOptions, Model};
+
+/// The library behind the CPU's f32 matrix products: `mkl` when the build linked Intel MKL
+/// (scripts/mkl.mjs, crates/kernels/src/blas.rs), else `gemm` (candle's own).
+pub fn cpu_blas() -> &'static str {
+    if layerfold_kernels::blas::MKL {
+        "mkl"
+    } else {
+        "gemm"
+    }
+}

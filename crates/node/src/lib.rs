@@ -15,6 +15,13 @@ pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The library behind the CPU's f32 matrix products: `mkl` (Intel MKL, linked at build time) or
+/// `gemm` (candle's own).
+#[napi(ts_return_type = "'mkl' | 'gemm'")]
+pub fn cpu_blas() -> String {
+    layerfold_core::cpu_blas().to_string()
+}
+
 /// Whether this build can use a CUDA device.
 #[napi]
 pub fn cuda_available() -> bool {

@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { loadModel } = require(path.join(root, 'dist', 'index.js'));
+const { addon, loadModel } = require(path.join(root, 'dist', 'index.js'));
 const { cacheDir } = require(path.join(root, 'dist', 'paths.js'));
 
 const { values: a } = parseArgs({
@@ -52,7 +52,7 @@ const save = (performance.now() - t) / 1000;
 const stages = { load, ...r.report.timings, save };
 const total = (performance.now() - total0) / 1000;
 console.log(
-  `${a.method} on SmolLM2-135M (f32), ${r.layersBefore} → ${r.layersAfter} layers, calibration ${r.calibration.nSamples} × ${r.calibration.seqLen} tokens, ` +
+  `${a.method} on SmolLM2-135M (f32, CPU products by ${addon().blas}), ${r.layersBefore} → ${r.layersAfter} layers, calibration ${r.calibration.nSamples} × ${r.calibration.seqLen} tokens, ` +
     `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}`,
 );
 console.log('| stage | seconds | share |');

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { loadModel } = require(path.join(root, 'dist', 'index.js'));
+const { addon, loadModel } = require(path.join(root, 'dist', 'index.js'));
 
 const { values: a } = parseArgs({ options: { model: { type: 'string' }, data: { type: 'string' }, 'seq-len': { type: 'string' }, windows: { type: 'string' } } });
 let t0 = performance.now();
@@ -32,7 +32,7 @@ const r = await model.perplexity(
 const forwardS = (performance.now() - evalStart) / 1000;
 const hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
 console.log(JSON.stringify({
-  impl: 'layerfold (candle CPU)', ppl: r.ppl, tokens: r.windows * r.seqLen, load_s: loadS, tokenize_s: tokenizeS,
+  impl: `layerfold (CPU, ${addon().blas})`, ppl: r.ppl, tokens: r.windows * r.seqLen, load_s: loadS, tokenize_s: tokenizeS,
   forward_s: forwardS, tokens_per_s: (r.windows * r.seqLen) / forwardS, peak_rss_mb: hwm,
 }));
 await model.dispose();

@@ -11,13 +11,13 @@ pub mod concat_layers;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod distill_loss;
+pub mod head_nll;
 pub mod launch;
 pub mod linear;
 pub mod rope_heads;
 pub mod swiglu;
 #[cfg(test)]
 mod test_utils;
-pub mod token_nll;
 mod vec_exp;
 
 pub use act_intensity::{act_intensity, act_intensity_slow, act_intensity_with};
@@ -30,8 +30,8 @@ pub use distill_loss::{
     hidden_mse, hidden_mse_slow, hidden_mse_with, kl_div, kl_div_grad, kl_div_grad_with,
     kl_div_slow, kl_div_with,
 };
+pub use head_nll::{head_nll, head_nll_slow};
 pub use launch::Launch;
 pub use linear::{linear, linear_slow};
 pub use rope_heads::{rope_heads, rope_heads_slow};
 pub use swiglu::{swiglu, swiglu_slow};
-pub use token_nll::{token_nll, token_nll_slow};

@@ -8,11 +8,11 @@
 
 use std::ops::Range;
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
-use crate::eval::nll::{token_nll, LOGIT_ROWS};
+use crate::eval::nll::LOGIT_ROWS;
 use crate::model::packed::Packing;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
@@ -212,10 +212,11 @@ fn pick(model: &Model, h: &Tensor, rows: &[u32], targets: &[u32]) -> Result<(Vec
     let mut logprobs = Vec::with_capacity(rows.len());
     let mut argmax = Vec::with_capacity(rows.len());
     for (r, t) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
-        let logits = model.lm.logits(&h.index_select(&Tensor::new(r, device)?, 0)?)?;
-        let nll = token_nll(&logits, &Tensor::new(t, device)?)?;
+        let states = h.index_select(&Tensor::new(r, device)?, 0)?;
+        let head = model.lm.lm_head_weight();
+        let (nll, best) = layerfold_kernels::head_nll(&states, head, &Tensor::new(t, device)?)?;
         logprobs.extend(nll.to_vec1::<f32>()?.into_iter().map(|l| -l));
-        argmax.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+        argmax.extend(best.to_vec1::<u32>()?);
     }
     Ok((logprobs, argmax))
 }

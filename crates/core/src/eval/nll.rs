@@ -6,7 +6,8 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 use crate::model::decoder::{CausalLm, TokenBatch};
 
-/// Rows whose logits are materialised at once: `[LOGIT_ROWS, vocab]` f32.
+/// Rows scored at once: where the logits are materialised (other devices than the CPU, the
+/// distillation loss), `[LOGIT_ROWS, vocab]` f32.
 pub(crate) const LOGIT_ROWS: usize = 512;
 
 /// `(Σ NLL, count)` over every real position that has a next token, from `ĥ` (`[b, s, d]`).
@@ -25,19 +26,13 @@ pub fn nll_sum(lm: &CausalLm, h: &Tensor, batch: &TokenBatch) -> Result<(f64, us
     let mut sum = 0f64;
     for (chunk_rows, chunk_targets) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
         let index = Tensor::new(chunk_rows, h.device())?;
-        let logits = lm.logits(&flat.index_select(&index, 0)?)?;
         let targets = Tensor::new(chunk_targets, h.device())?;
-        sum += token_nll(&logits, &targets)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let (nll, _) = layerfold_kernels::head_nll(
+            &flat.index_select(&index, 0)?,
+            lm.lm_head_weight(),
+            &targets,
+        )?;
+        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
     }
     Ok((sum, rows.len()))
-}
-
-/// `−log softmax(logits)[target]` per row (`[n, V]` f32 logits, `[n]` u32 targets → `[n]` f32):
-/// the fused CPU op (kernels/token_nll.rs), its composed definition on other devices.
-pub fn token_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    Ok(if logits.device().is_cpu() {
-        layerfold_kernels::token_nll(logits, targets)?
-    } else {
-        layerfold_kernels::token_nll_slow(logits, targets)?
-    })
 }

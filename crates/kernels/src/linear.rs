@@ -88,9 +88,12 @@ impl candle_core::CustomOp2 for Linear {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // y = x Wᵀ: dL/dx = g W, dL/dW = gᵀ x.
-        let dx = if x.track_op() { Some(grad.matmul(w)?) } else { None };
-        let dw = if w.track_op() { Some(grad.t()?.matmul(x)?) } else { None };
+        // y = x Wᵀ: dL/dx = g W, dL/dW = gᵀ x. From detached inputs: candle detaches the gradient
+        // of every node it walks but not of a variable, so a weight's gradient made from the
+        // tracked `x` would hold this step's whole graph, and an optimiser's state built from it
+        // every step's after (measured: +4.6 GB a step distilling SmolLM2).
+        let dx = if x.track_op() { Some(grad.matmul(&w.detach())?) } else { None };
+        let dw = if w.track_op() { Some(grad.t()?.matmul(&x.detach())?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -175,5 +178,21 @@ mod tests {
         let grads = loss(linear_split(x.as_tensor(), &w).unwrap()).backward().unwrap();
         assert!(grads.get(x.as_tensor()).is_some());
         assert!(grads.get(&w).is_none());
+    }
+
+    #[test]
+    fn gradients_hold_no_graph() {
+        // `x` made by an op, as every activation is: the weight's gradient must not keep the
+        // forward pass alive (an optimiser's state built from it would chain every step's graph).
+        let (xv, wv) = (
+            Var::from_tensor(&seeded((40, 12), 6)).unwrap(),
+            Var::from_tensor(&seeded((9, 12), 7)).unwrap(),
+        );
+        let x = (xv.as_tensor() * 2.0).unwrap();
+        let grads =
+            linear_split(&x, wv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [xv.as_tensor(), wv.as_tensor()] {
+            assert!(!grads.get(v).unwrap().track_op(), "a gradient tracks the graph it came from");
+        }
     }
 }

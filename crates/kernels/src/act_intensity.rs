@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::cpu::{contiguous, f32s};
 use crate::launch::Launch;
 
 /// Columns per rayon task. Each task walks every row for its columns, so each column is summed in
@@ -54,26 +55,12 @@ impl ActIntensity {
         w: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c) = lx.shape().dims2()?;
-        let Some((x0, x1)) = lx.contiguous_offsets() else {
-            candle_core::bail!("act-intensity: x must be contiguous")
-        };
-        let w = match w {
-            None => None,
-            Some((CpuStorage::F32(w), lw)) => {
-                let Some((w0, w1)) = lw.contiguous_offsets() else {
-                    candle_core::bail!("act-intensity: the token weights must be contiguous")
-                };
-                Some(&w[w0..w1])
-            }
-            Some((other, _)) => candle_core::bail!(
-                "act-intensity: token weights must be f32, got {:?}",
-                other.dtype()
-            ),
-        };
+        const OP: &str = "act-intensity";
+        let w = w.map(|(w, lw)| f32s(OP, "the token weights", w, lw)).transpose()?;
         let out = match x {
-            CpuStorage::F32(x) => sums(&x[x0..x1], w, n, c, |v| v),
-            CpuStorage::F16(x) => sums(&x[x0..x1], w, n, c, f16::to_f32),
-            CpuStorage::BF16(x) => sums(&x[x0..x1], w, n, c, bf16::to_f32),
+            CpuStorage::F32(x) => sums(contiguous(OP, x, lx)?, w, n, c, |v| v),
+            CpuStorage::F16(x) => sums(contiguous(OP, x, lx)?, w, n, c, f16::to_f32),
+            CpuStorage::BF16(x) => sums(contiguous(OP, x, lx)?, w, n, c, bf16::to_f32),
             other => candle_core::bail!(
                 "act-intensity: needs f32, f16 or bf16 input, got {:?}",
                 other.dtype()

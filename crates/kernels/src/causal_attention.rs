@@ -13,11 +13,11 @@
 //! small product after another. [`causal_attention_slow`] is the composed definition (candle ops,
 //! differentiable): other devices and dtypes, training, and the tests.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::blas;
+use crate::cpu::f32s;
 use crate::vec_exp::{self, dispatch};
 
 /// Queries per task: a `G · 64 × keys` f32 tile is 1.5 MB at 2048 keys and `G = 3`, within a
@@ -140,21 +140,11 @@ impl candle_core::CustomOp3 for CausalAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (s1, s2, s3) else {
-            candle_core::bail!(
-                "causal-attention: only f32 is supported, got {:?}, {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            )
-        };
-        let offsets = (l1.contiguous_offsets(), l2.contiguous_offsets(), l3.contiguous_offsets());
-        let (Some((qa, qb)), Some((ka, kb)), Some((va, vb))) = offsets else {
-            candle_core::bail!("causal-attention: q, k and v must be contiguous")
-        };
+        let op = self.name();
+        let (q, k, v) = (f32s(op, "q", s1, l1)?, f32s(op, "k", s2, l2)?, f32s(op, "v", s3, l3)?);
         let dims = l1.shape().dims4()?;
         let keys = l2.shape().dims4()?.2;
-        let out = self.cpu(&q[qa..qb], &k[ka..kb], &v[va..vb], dims, keys);
+        let out = self.cpu(q, k, v, dims, keys);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

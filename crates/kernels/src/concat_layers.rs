@@ -9,6 +9,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::contiguous;
 use crate::launch::Launch;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -42,13 +43,6 @@ fn dims(
         candle_core::bail!("concat-{axis:?}: index {bad} is past the {limit} of both inputs")
     }
     Ok((a, b))
-}
-
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    let Some((o0, o1)) = l.contiguous_offsets() else {
-        candle_core::bail!("concat: inputs must be contiguous")
-    };
-    Ok(&s[o0..o1])
 }
 
 fn copy<T: Copy + Send + Sync>(
@@ -107,7 +101,7 @@ impl candle_core::CustomOp3 for Concat {
         let CpuStorage::U32(idx) = s3 else {
             candle_core::bail!("{}: indices must be u32", self.name())
         };
-        let idx = contiguous(idx, l3)?;
+        let idx = contiguous("concat", idx, l3)?;
         let ((ra, ca), (_, cb)) = dims(self.axis, l1, l2, idx)?;
         let shape = match self.axis {
             Axis::Rows => Shape::from((idx.len(), ca)),
@@ -116,24 +110,24 @@ impl candle_core::CustomOp3 for Concat {
         let out = match (s1, s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(copy(
                 self.axis,
-                contiguous(a, l1)?,
-                contiguous(b, l2)?,
+                contiguous("concat", a, l1)?,
+                contiguous("concat", b, l2)?,
                 (ra, ca),
                 cb,
                 idx,
             )),
             (CpuStorage::F16(a), CpuStorage::F16(b)) => CpuStorage::F16(copy(
                 self.axis,
-                contiguous(a, l1)?,
-                contiguous(b, l2)?,
+                contiguous("concat", a, l1)?,
+                contiguous("concat", b, l2)?,
                 (ra, ca),
                 cb,
                 idx,
             )),
             (CpuStorage::BF16(a), CpuStorage::BF16(b)) => CpuStorage::BF16(copy(
                 self.axis,
-                contiguous(a, l1)?,
-                contiguous(b, l2)?,
+                contiguous("concat", a, l1)?,
+                contiguous("concat", b, l2)?,
                 (ra, ca),
                 cb,
                 idx,

@@ -15,10 +15,12 @@
 //! Fused on the CPU in f32 and, with the `cuda` feature, on a GPU in f32, f16 and bf16 (one block
 //! per row, f32 accumulation: `distill_loss.cu`); other dtypes take the composed definition.
 
+#[cfg(feature = "cuda")]
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::cpu::f32s;
 use crate::launch::Launch;
 use crate::vec_exp::{self, dispatch};
 
@@ -102,15 +104,8 @@ fn pair<'a>(
     s2: &'a CpuStorage,
     l2: &Layout,
 ) -> Result<(&'a [f32], &'a [f32], usize, usize)> {
-    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
-        candle_core::bail!("{op}: needs f32 inputs, got {:?} and {:?}", s1.dtype(), s2.dtype())
-    };
-    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
-        candle_core::bail!("{op}: inputs must be contiguous")
-    };
     let (n, width) = (l1.dims()[0], l1.dims()[1]);
-    Ok((&a[a0..a1], &b[b0..b1], n, width))
+    Ok((f32s(op, "the student", s1, l1)?, f32s(op, "the teacher", s2, l2)?, n, width))
 }
 
 fn check_pair(op: &str, student: &Tensor, teacher: &Tensor) -> Result<()> {
@@ -287,10 +282,7 @@ impl candle_core::CustomOp3 for KlGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (student, teacher, n, vocab) = pair(self.name(), s1, l1, s2, l2)?;
-        let (CpuStorage::F32(g), Some((g0, g1))) = (s3, l3.contiguous_offsets()) else {
-            candle_core::bail!("kl-div-grad: the row gradient must be contiguous f32")
-        };
-        let g = &g[g0..g1];
+        let g = f32s(self.name(), "the row gradient", s3, l3)?;
         let mut out = vec![0f32; n * vocab];
         out.par_chunks_mut(ROWS * vocab).enumerate().for_each(|(k, o)| {
             let (r0, r1) = (k * ROWS, k * ROWS + o.len() / vocab);

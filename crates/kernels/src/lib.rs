@@ -8,6 +8,7 @@ pub mod act_intensity;
 pub mod blas;
 pub mod causal_attention;
 pub mod concat_layers;
+mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod distill_loss;

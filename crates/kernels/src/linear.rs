@@ -7,11 +7,11 @@
 //! against). The op is differentiable: its backward pass is the two products of the definition,
 //! each only for an input that tracks a gradient (a frozen weight gets none).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::blas;
+use crate::cpu::f32s;
 
 /// Fewest rows per thread worth splitting by rows; fewer rows split the weight instead.
 const MIN_ROWS_PER_THREAD: usize = 32;
@@ -65,19 +65,9 @@ impl candle_core::CustomOp2 for Linear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
-            candle_core::bail!(
-                "linear: only f32 is supported, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            )
-        };
-        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("linear: x and the weight must be contiguous")
-        };
+        let (x, w) = (f32s("linear", "x", s1, l1)?, f32s("linear", "the weight", s2, l2)?);
         let ((m, k), (n, _)) = (l1.shape().dims2()?, l2.shape().dims2()?);
-        let y = forward(&x[a..b], &w[c..d], (m, n, k));
+        let y = forward(x, w, (m, n, k));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 

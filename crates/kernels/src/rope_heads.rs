@@ -7,10 +7,10 @@
 //! → candle's `rope` (a second pass, with index arithmetic per element) for queries and keys.
 //! [`rope_heads_slow`] is that composition with candle's differentiable `rope_slow`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::f32s;
 use crate::vec_exp::dispatch;
 
 struct RopeHeads {
@@ -48,19 +48,9 @@ impl candle_core::CustomOp3 for RopeHeads {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(cos), CpuStorage::F32(sin)) = (s1, s2, s3) else {
-            candle_core::bail!(
-                "rope-heads: only f32 is supported, got {:?}, {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            )
-        };
-        let offsets = (l1.contiguous_offsets(), l2.contiguous_offsets(), l3.contiguous_offsets());
-        let (Some((xa, xb)), Some((ca, cb)), Some((sa, sb))) = offsets else {
-            candle_core::bail!("rope-heads: x, cos and sin must be contiguous")
-        };
-        let (x, cos, sin) = (&x[xa..xb], &cos[ca..cb], &sin[sa..sb]);
+        let op = self.name();
+        let (x, cos, sin) =
+            (f32s(op, "x", s1, l1)?, f32s(op, "cos", s2, l2)?, f32s(op, "sin", s3, l3)?);
         let (b, s, width) = l1.shape().dims3()?;
         let (h, dh) = (self.heads, width / self.heads);
         let mut out = vec![0f32; b * s * width];

@@ -2,10 +2,10 @@
 //! with a vectorised exp instead of candle's two passes (silu, then multiply) over `[tokens, I]`.
 //! [`swiglu_slow`] is the composed definition it is tested against.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::f32s;
 use crate::vec_exp::{self, dispatch};
 
 struct SwiGlu;
@@ -30,18 +30,7 @@ impl candle_core::CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(gate), CpuStorage::F32(up)) = (s1, s2) else {
-            candle_core::bail!(
-                "swiglu: only f32 is supported, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            )
-        };
-        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("swiglu: gate and up must be contiguous")
-        };
-        let (gate, up) = (&gate[a..b], &up[c..d]);
+        let (gate, up) = (f32s("swiglu", "gate", s1, l1)?, f32s("swiglu", "up", s2, l2)?);
         let mut out = vec![0f32; gate.len()];
         const CHUNK: usize = 1 << 14;
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {

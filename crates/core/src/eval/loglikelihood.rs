@@ -8,11 +8,9 @@
 
 use std::ops::Range;
 
-use candle_core::Tensor;
-
 use crate::context::{RunContext, Stage};
 use crate::error::Result;
-use crate::eval::nll::LOGIT_ROWS;
+use crate::eval::nll::head_nll_at;
 use crate::model::packed::Packing;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
@@ -186,12 +184,12 @@ pub fn score(
                 let cont = &requests[i].continuation;
                 targets.extend_from_slice(&cont[cont.len() - positions.len()..]);
             }
-            let (logprobs, argmax) = pick(model, h, &rows, &targets)?;
+            let (nll, argmax) = head_nll_at(&model.lm, h, &rows, &targets)?;
             let mut j = 0;
             for &(i, _, _) in packed {
                 let n = inputs[i].1.len();
                 out[i] = Scored {
-                    loglik: logprobs[j..j + n].iter().map(|&l| f64::from(l)).sum(),
+                    loglik: -nll[j..j + n].iter().map(|&l| f64::from(l)).sum::<f64>(),
                     greedy: argmax[j..j + n] == targets[j..j + n],
                 };
                 j += n;
@@ -203,22 +201,6 @@ pub fn score(
         ctx.report(Stage::Eval, done, progress.1);
     }
     Ok(out)
-}
-
-/// At each row `rows[k]` of `h` (`[N, d]` final states): `log p(targets[k])` and the argmax,
-/// [`LOGIT_ROWS`] rows at a time.
-fn pick(model: &Model, h: &Tensor, rows: &[u32], targets: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
-    let device = h.device();
-    let mut logprobs = Vec::with_capacity(rows.len());
-    let mut argmax = Vec::with_capacity(rows.len());
-    for (r, t) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
-        let states = h.index_select(&Tensor::new(r, device)?, 0)?;
-        let head = model.lm.lm_head_weight();
-        let (nll, best) = layerfold_kernels::head_nll(&states, head, &Tensor::new(t, device)?)?;
-        logprobs.extend(nll.to_vec1::<f32>()?.into_iter().map(|l| -l));
-        argmax.extend(best.to_vec1::<u32>()?);
-    }
-    Ok((logprobs, argmax))
 }
 
 #[cfg(test)]

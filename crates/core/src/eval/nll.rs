@@ -22,17 +22,26 @@ pub fn nll_sum(lm: &CausalLm, h: &Tensor, batch: &TokenBatch) -> Result<(f64, us
             targets.push(ids[r][p + 1]);
         }
     }
-    let flat = h.reshape((b * s, d))?;
-    let mut sum = 0f64;
-    for (chunk_rows, chunk_targets) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
-        let index = Tensor::new(chunk_rows, h.device())?;
-        let targets = Tensor::new(chunk_targets, h.device())?;
-        let (nll, _) = layerfold_kernels::head_nll(
-            &flat.index_select(&index, 0)?,
-            lm.lm_head_weight(),
-            &targets,
-        )?;
-        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+    let (nll, _) = head_nll_at(lm, &h.reshape((b * s, d))?, &rows, &targets)?;
+    Ok((nll.iter().map(|&l| l as f64).sum(), rows.len()))
+}
+
+/// At each row `rows[k]` of `h` (`[N, d]` final states): the NLL of `targets[k]` and the argmax
+/// token, [`LOGIT_ROWS`] rows at a time.
+pub(crate) fn head_nll_at(
+    lm: &CausalLm,
+    h: &Tensor,
+    rows: &[u32],
+    targets: &[u32],
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    let device = h.device();
+    let (mut nll, mut argmax) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+    for (r, t) in rows.chunks(LOGIT_ROWS).zip(targets.chunks(LOGIT_ROWS)) {
+        let states = h.index_select(&Tensor::new(r, device)?, 0)?;
+        let (l, best) =
+            layerfold_kernels::head_nll(&states, lm.lm_head_weight(), &Tensor::new(t, device)?)?;
+        nll.extend(l.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+        argmax.extend(best.to_vec1::<u32>()?);
     }
-    Ok((sum, rows.len()))
+    Ok((nll, argmax))
 }

@@ -4,10 +4,12 @@
 //! `[b, n_kv, offset + s, d_h]` at positions from 0; query head `h` reads KV head `h / G` (HF's
 //! layout, `G = n_q / n_kv`). Key `j` is visible from query `i` when `j ≤ i` and `i − j < window`.
 //!
-//! On the CPU (f32) each task takes one KV head of one sequence and a block of [`QUERY_BLOCK`]
-//! queries of its `G` query heads: it multiplies them by the keys up to the block's last visible
-//! one into a scratch tile, applies the masked softmax there (the scale folded into the exponent),
-//! and multiplies by the values straight into the output. The tile stays in cache, no `s × s` or
+//! On the CPU (f32) each task takes a block of [`QUERY_BLOCK`] queries of one sequence and, one KV
+//! head at a time, multiplies its `G` query heads by the keys up to the block's last visible one
+//! into a scratch tile, applies the masked softmax there (the scale folded into the exponent), and
+//! multiplies by the values straight into the output rows, which it owns whole: the output is laid
+//! out `[b, s, n_q, d_h]` and returned as a `[b, n_q, s, d_h]` view, so joining the heads for
+//! `o_proj` copies nothing. The tile stays in cache, no `s × s` or
 //! per-block score tensor is allocated, and the two products are sequential `sgemm`s
 //! ([`crate::blas`]) spread over rayon's threads by task, where candle's batched matmul ran one
 //! small product after another. [`causal_attention_slow`] is the composed definition (candle ops,
@@ -17,7 +19,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::blas;
-use crate::cpu::f32s;
+use crate::cpu::{f32s, output_buffer};
 use crate::vec_exp::{self, dispatch};
 
 /// Queries per task: a `G · 64 × keys` f32 tile is 1.5 MB at 2048 keys and `G = 3`, within a
@@ -61,25 +63,9 @@ dispatch! {
     }
 }
 
-/// A pointer to the output that tasks write disjoint blocks of.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each task writes only the rows of its own (sequence, query head, query block), so no two
-// threads write the same element, and the buffer outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The element `offset` in. A method, so closures capture the whole `OutPtr` (edition 2021
-    /// closures would capture the bare pointer field, which is not `Send`).
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the buffer the pointer came from.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 impl CausalAttention {
-    #[allow(clippy::too_many_arguments)]
+    /// The output in `[b, s, n_q, d_h]` order (what `o_proj` reads once the heads are joined), so
+    /// that each task owns whole output rows.
     fn cpu(
         &self,
         q: &[f32],
@@ -91,35 +77,43 @@ impl CausalAttention {
         let (g, nkv) = (self.group, nq / self.group);
         let window = self.window.unwrap_or(usize::MAX);
         let scale = 1.0 / (dh as f32).sqrt();
-        let mut out = vec![0f32; b * nq * s * dh];
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        let blocks = s.div_ceil(QUERY_BLOCK);
-        (0..b * nkv * blocks).into_par_iter().for_each_init(Vec::new, |tile: &mut Vec<f32>, t| {
-            let (bk, blk) = (t / blocks, t % blocks);
-            let (bi, kvh) = (bk / nkv, bk % nkv);
-            let (q0, len) = (blk * QUERY_BLOCK, QUERY_BLOCK.min(s - blk * QUERY_BLOCK));
+        let row = nq * dh;
+        // Every element written: each (sequence, query block) task writes all heads of its rows.
+        let mut out = output_buffer(b * s * row);
+        if out.is_empty() {
+            return out;
+        }
+        let tasks: Vec<(usize, usize, &mut [f32])> = out
+            .chunks_mut(s * row)
+            .enumerate()
+            .flat_map(|(bi, seq)| {
+                seq.chunks_mut(QUERY_BLOCK * row).enumerate().map(move |(blk, rows)| (bi, blk, rows))
+            })
+            .collect();
+        tasks.into_par_iter().for_each_init(Vec::new, |tile: &mut Vec<f32>, (bi, blk, dst)| {
+            let (q0, len) = (blk * QUERY_BLOCK, dst.len() / row);
             // Keys visible from some query of the block: from the first one's window start to the
             // last one's position.
             let first = self.offset + q0;
             let key0 = (first + 1).saturating_sub(window);
             let end = self.offset + q0 + len;
             let width = end - key0;
-            let kv_base = (bi * nkv + kvh) * keys * dh + key0 * dh;
-            let (kb, vb) = (&k[kv_base..kv_base + width * dh], &v[kv_base..kv_base + width * dh]);
             tile.resize(g * len * width, 0.0);
-            for j in 0..g {
-                let qo = ((bi * nq + kvh * g + j) * s + q0) * dh;
-                let rows = &mut tile[j * len * width..(j + 1) * len * width];
-                blas::sgemm((len, width, dh), &q[qo..qo + len * dh], dh, kb, dh, true, rows, width);
-            }
-            softmax_tile(tile, width, len, first, key0, window, scale);
-            for j in 0..g {
-                let oo = ((bi * nq + kvh * g + j) * s + q0) * dh;
-                // SAFETY: rows q0..q0 + len of query head kvh·G + j of sequence bi belong to this
-                // task alone (OutPtr), and lie inside `out`.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(oo), len * dh) };
-                let p = &tile[j * len * width..(j + 1) * len * width];
-                blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, dh);
+            for kvh in 0..nkv {
+                let kv_base = (bi * nkv + kvh) * keys * dh + key0 * dh;
+                let (kb, vb) = (&k[kv_base..kv_base + width * dh], &v[kv_base..kv_base + width * dh]);
+                for j in 0..g {
+                    let qo = ((bi * nq + kvh * g + j) * s + q0) * dh;
+                    let rows = &mut tile[j * len * width..(j + 1) * len * width];
+                    blas::sgemm((len, width, dh), &q[qo..qo + len * dh], dh, kb, dh, true, rows, width);
+                }
+                softmax_tile(tile, width, len, first, key0, window, scale);
+                for j in 0..g {
+                    // Head kvh·G + j's columns of the task's rows, at the output's row stride.
+                    let dst = &mut dst[(kvh * g + j) * dh..];
+                    let p = &tile[j * len * width..(j + 1) * len * width];
+                    blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, row);
+                }
             }
         });
         out
@@ -144,8 +138,9 @@ impl candle_core::CustomOp3 for CausalAttention {
         let (q, k, v) = (f32s(op, "q", s1, l1)?, f32s(op, "k", s2, l2)?, f32s(op, "v", s3, l3)?);
         let dims = l1.shape().dims4()?;
         let keys = l2.shape().dims4()?.2;
+        let (b, nq, s, dh) = dims;
         let out = self.cpu(q, k, v, dims, keys);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(out), Shape::from((b, s, nq, dh))))
     }
 }
 
@@ -189,7 +184,9 @@ pub fn causal_attention(
     let f32s = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if q.device().is_cpu() && f32s {
         let op = CausalAttention { offset, group, window };
-        q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+        // The op writes `[b, s, n_q, d_h]`; the view puts the heads first, and joining them again
+        // (`transpose(1, 2)` then reshape, as the decoder does) copies nothing.
+        q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?.transpose(1, 2)
     } else {
         causal_attention_slow(q, k, v, offset, group, window)
     }

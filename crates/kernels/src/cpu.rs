@@ -23,3 +23,18 @@ pub(crate) fn f32s<'a>(
     };
     contiguous(op, slice, layout)
 }
+
+/// A buffer of `n` f32 for an op's output, not zeroed: every caller writes each element before
+/// the buffer is read (or handed to candle). Zeroing would fill it on the calling thread alone,
+/// touching every page of a fresh mapping there while the rayon threads that then overwrite it
+/// wait (about a fifth of a CoMe calibration pass); uninitialised, the pages are first touched by
+/// the threads that write them. candle's CPU backend allocates its outputs the same way
+/// (`alloc_uninit`).
+#[allow(clippy::uninit_vec)]
+pub(crate) fn output_buffer(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns, and callers overwrite every element before any is
+    // read (see each call site).
+    unsafe { v.set_len(n) };
+    v
+}

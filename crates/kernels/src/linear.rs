@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::blas;
-use crate::cpu::f32s;
+use crate::cpu::{f32s, output_buffer};
 
 /// Fewest rows per thread worth splitting by rows; fewer rows split the weight instead.
 const MIN_ROWS_PER_THREAD: usize = 32;
@@ -20,7 +20,8 @@ struct Linear;
 
 /// `[m, k] · [n, k]ᵀ` into a new `[m, n]`, split across rayon's threads.
 fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
-    let mut y = vec![0f32; m * n];
+    // Every element written below: by row blocks, or column blocks copied into each row.
+    let mut y = output_buffer(m * n);
     if y.is_empty() {
         return y;
     }
@@ -38,7 +39,8 @@ fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
             .into_par_iter()
             .map(|t| {
                 let (c0, nc) = (t * cols, cols.min(n - t * cols));
-                let mut block = vec![0f32; m * nc];
+                // Written whole by sgemm (beta = 0).
+                let mut block = output_buffer(m * nc);
                 blas::sgemm((m, nc, k), x, k, &w[c0 * k..], k, true, &mut block, nc);
                 (c0, block)
             })

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu::f32s;
+use crate::cpu::{f32s, output_buffer};
 use crate::vec_exp::dispatch;
 
 struct RopeHeads {
@@ -53,7 +53,8 @@ impl candle_core::CustomOp3 for RopeHeads {
             (f32s(op, "x", s1, l1)?, f32s(op, "cos", s2, l2)?, f32s(op, "sin", s3, l3)?);
         let (b, s, width) = l1.shape().dims3()?;
         let (h, dh) = (self.heads, width / self.heads);
-        let mut out = vec![0f32; b * s * width];
+        // Every (sequence, head) block written by rotate_head.
+        let mut out = output_buffer(b * s * width);
         if !out.is_empty() {
             out.par_chunks_mut(s * dh).enumerate().for_each(|(bh, dst)| {
                 let (bi, head) = (bh / h, bh % h);

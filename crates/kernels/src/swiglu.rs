@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu::f32s;
+use crate::cpu::{f32s, output_buffer};
 use crate::vec_exp::{self, dispatch};
 
 struct SwiGlu;
@@ -31,7 +31,8 @@ impl candle_core::CustomOp2 for SwiGlu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (gate, up) = (f32s("swiglu", "gate", s1, l1)?, f32s("swiglu", "up", s2, l2)?);
-        let mut out = vec![0f32; gate.len()];
+        // Every chunk written by swiglu_chunk.
+        let mut out = output_buffer(gate.len());
         const CHUNK: usize = 1 << 14;
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
             let r = k * CHUNK;

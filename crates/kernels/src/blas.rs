@@ -8,9 +8,10 @@
 //! 2 cores: sequential MKL on half the rows per thread is as fast as threaded MKL, about 150
 //! GFLOPS per core on a Xeon with AVX-512 against the gemm crate's 105).
 
-/// `c = a · op(b)`: `a` is `[m, k]` row-major with row stride `lda`; `op(b)` is `[k, n]`, stored
-/// as `b` `[n, k]` (stride `ldb`) and transposed when `b_transposed`, else as `b` `[k, n]`; `c` is
-/// `[m, n]` with row stride `ldc`, overwritten.
+/// `c = a · op(b) + beta · c`: `a` is `[m, k]` row-major with row stride `lda`; `op(b)` is
+/// `[k, n]`, stored as `b` `[n, k]` (stride `ldb`) and transposed when `b_transposed`, else as `b`
+/// `[k, n]`; `c` is `[m, n]` with row stride `ldc`. With `beta = 0`, `c` is overwritten without
+/// being read (BLAS's rule), so it may hold anything.
 #[allow(clippy::too_many_arguments)] // BLAS's own argument list
 pub(crate) fn sgemm(
     (m, n, k): (usize, usize, usize),
@@ -21,6 +22,7 @@ pub(crate) fn sgemm(
     b_transposed: bool,
     c: &mut [f32],
     ldc: usize,
+    beta: f32,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -33,11 +35,13 @@ pub(crate) fn sgemm(
     assert!(lda >= k && ldb >= b_cols && ldc >= n, "sgemm: a stride is shorter than its row");
     if k == 0 {
         for row in c.chunks_mut(ldc).take(m) {
-            row[..n].fill(0.0);
+            for v in &mut row[..n] {
+                *v = if beta == 0.0 { 0.0 } else { beta * *v };
+            }
         }
         return;
     }
-    imp::sgemm((m, n, k), a, lda, b, ldb, b_transposed, c, ldc)
+    imp::sgemm((m, n, k), a, lda, b, ldb, b_transposed, c, ldc, beta)
 }
 
 /// Whether [`sgemm`] is MKL's.
@@ -86,10 +90,11 @@ mod imp {
         b_transposed: bool,
         c: &mut [f32],
         ldc: usize,
+        beta: f32,
     ) {
         let trans_b = if b_transposed { TRANS } else { NO_TRANS };
-        // SAFETY: the caller checked that each slice holds its matrix at its stride, and beta = 0
-        // makes MKL write c without reading it.
+        // SAFETY: the caller checked that each slice holds its matrix at its stride (beta = 0
+        // makes MKL write c without reading it).
         unsafe {
             cblas_sgemm(
                 ROW_MAJOR,
@@ -103,7 +108,7 @@ mod imp {
                 int(lda),
                 b.as_ptr(),
                 int(ldb),
-                0.0,
+                beta,
                 c.as_mut_ptr(),
                 int(ldc),
             )
@@ -123,11 +128,12 @@ mod imp {
         b_transposed: bool,
         c: &mut [f32],
         ldc: usize,
+        beta: f32,
     ) {
         // gemm's rhs element (p, j) is at p·rhs_rs + j·rhs_cs.
         let (rhs_rs, rhs_cs) = if b_transposed { (1, ldb) } else { (ldb, 1) };
-        // SAFETY: the caller checked that each slice holds its matrix at its stride; with
-        // read_dst = false gemm writes c (dst = 0·dst + 1·a·b) without reading it.
+        // SAFETY: the caller checked that each slice holds its matrix at its stride; gemm computes
+        // dst = beta·dst + 1·a·b, and with read_dst = false (beta = 0) writes c without reading it.
         unsafe {
             gemm::gemm(
                 m,
@@ -136,14 +142,14 @@ mod imp {
                 c.as_mut_ptr(),
                 1,
                 ldc as isize,
-                false,
+                beta != 0.0,
                 a.as_ptr(),
                 1,
                 lda as isize,
                 b.as_ptr(),
                 rhs_cs as isize,
                 rhs_rs as isize,
-                0.0,
+                beta,
                 1.0,
                 false,
                 false,
@@ -185,7 +191,7 @@ mod tests {
             let ldc = n + 3;
             let mut c = vec![-7f32; m * ldc];
             let ldb = if bt { k } else { n };
-            sgemm((m, n, k), &a, k, &b, ldb, bt, &mut c, ldc);
+            sgemm((m, n, k), &a, k, &b, ldb, bt, &mut c, ldc, 0.0);
             for i in 0..m {
                 for j in 0..ldc {
                     let got = c[i * ldc + j];

@@ -87,7 +87,9 @@ impl CausalAttention {
             .chunks_mut(s * row)
             .enumerate()
             .flat_map(|(bi, seq)| {
-                seq.chunks_mut(QUERY_BLOCK * row).enumerate().map(move |(blk, rows)| (bi, blk, rows))
+                seq.chunks_mut(QUERY_BLOCK * row)
+                    .enumerate()
+                    .map(move |(blk, rows)| (bi, blk, rows))
             })
             .collect();
         tasks.into_par_iter().for_each_init(Vec::new, |tile: &mut Vec<f32>, (bi, blk, dst)| {
@@ -101,18 +103,29 @@ impl CausalAttention {
             tile.resize(g * len * width, 0.0);
             for kvh in 0..nkv {
                 let kv_base = (bi * nkv + kvh) * keys * dh + key0 * dh;
-                let (kb, vb) = (&k[kv_base..kv_base + width * dh], &v[kv_base..kv_base + width * dh]);
+                let (kb, vb) =
+                    (&k[kv_base..kv_base + width * dh], &v[kv_base..kv_base + width * dh]);
                 for j in 0..g {
                     let qo = ((bi * nq + kvh * g + j) * s + q0) * dh;
                     let rows = &mut tile[j * len * width..(j + 1) * len * width];
-                    blas::sgemm((len, width, dh), &q[qo..qo + len * dh], dh, kb, dh, true, rows, width);
+                    blas::sgemm(
+                        (len, width, dh),
+                        &q[qo..qo + len * dh],
+                        dh,
+                        kb,
+                        dh,
+                        true,
+                        rows,
+                        width,
+                        0.0,
+                    );
                 }
                 softmax_tile(tile, width, len, first, key0, window, scale);
                 for j in 0..g {
                     // Head kvh·G + j's columns of the task's rows, at the output's row stride.
                     let dst = &mut dst[(kvh * g + j) * dh..];
                     let p = &tile[j * len * width..(j + 1) * len * width];
-                    blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, row);
+                    blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, row, 0.0);
                 }
             }
         });

@@ -97,7 +97,17 @@ fn cpu(
                 for r0 in (0..n).step_by(ROW_BLOCK) {
                     let rows = ROW_BLOCK.min(n - r0);
                     let tile = &mut tile[..rows * width];
-                    blas::sgemm((rows, width, d), &h[r0 * d..], d, block, d, true, tile, width);
+                    blas::sgemm(
+                        (rows, width, d),
+                        &h[r0 * d..],
+                        d,
+                        block,
+                        d,
+                        true,
+                        tile,
+                        width,
+                        0.0,
+                    );
                     let (t, st) = (&targets[r0..r0 + rows], &mut stats[r0..r0 + rows]);
                     fold_tile(tile, width, v0, t, st);
                 }

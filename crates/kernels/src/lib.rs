@@ -15,7 +15,9 @@ pub mod distill_loss;
 pub mod head_nll;
 pub mod launch;
 pub mod linear;
+pub mod rms_norm;
 pub mod rope_heads;
+pub mod row_cosines;
 pub mod swiglu;
 #[cfg(test)]
 mod test_utils;
@@ -33,6 +35,8 @@ pub use distill_loss::{
 };
 pub use head_nll::{head_nll, head_nll_slow};
 pub use launch::Launch;
-pub use linear::{linear, linear_slow};
+pub use linear::{linear, linear_add, linear_add_slow, linear_slow};
+pub use rms_norm::{rms_norm, rms_norm_slow};
 pub use rope_heads::{rope_heads, rope_heads_slow};
+pub use row_cosines::{row_cosines, row_cosines_slow};
 pub use swiglu::{swiglu, swiglu_slow};

@@ -18,8 +18,9 @@ const MIN_ROWS_PER_THREAD: usize = 32;
 
 struct Linear;
 
-/// `[m, k] · [n, k]ᵀ` into a new `[m, n]`, split across rayon's threads.
-fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+/// `[m, k] · [n, k]ᵀ`, plus `r` `[m, n]` when given, into a new `[m, n]`, split across rayon's
+/// threads.
+fn forward(x: &[f32], w: &[f32], r: Option<&[f32]>, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
     // Every element written below: by row blocks, or column blocks copied into each row.
     let mut y = output_buffer(m * n);
     if y.is_empty() {
@@ -30,7 +31,15 @@ fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
         let rows = m.div_ceil(threads).max(1);
         y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y)| {
             let r0 = t * rows;
-            blas::sgemm((y.len() / n, n, k), &x[r0 * k..], k, w, k, true, y, n);
+            // The residual added by the product itself (beta = 1): no pass of its own.
+            let beta = match r {
+                Some(r) => {
+                    y.copy_from_slice(&r[r0 * n..r0 * n + y.len()]);
+                    1.0
+                }
+                None => 0.0,
+            };
+            blas::sgemm((y.len() / n, n, k), &x[r0 * k..], k, w, k, true, y, n, beta);
         });
     } else {
         // Each thread makes a block of output columns from its block of weight rows.
@@ -41,7 +50,7 @@ fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
                 let (c0, nc) = (t * cols, cols.min(n - t * cols));
                 // Written whole by sgemm (beta = 0).
                 let mut block = output_buffer(m * nc);
-                blas::sgemm((m, nc, k), x, k, &w[c0 * k..], k, true, &mut block, nc);
+                blas::sgemm((m, nc, k), x, k, &w[c0 * k..], k, true, &mut block, nc, 0.0);
                 (c0, block)
             })
             .collect();
@@ -49,6 +58,11 @@ fn forward(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
             let nc = block.len() / m.max(1);
             for (row, part) in y.chunks_mut(n).zip(block.chunks(nc.max(1))) {
                 row[c0..c0 + nc].copy_from_slice(part);
+            }
+        }
+        if let Some(r) = r {
+            for (y, r) in y.iter_mut().zip(r) {
+                *y += r;
             }
         }
     }
@@ -69,7 +83,7 @@ impl candle_core::CustomOp2 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (f32s("linear", "x", s1, l1)?, f32s("linear", "the weight", s2, l2)?);
         let ((m, k), (n, _)) = (l1.shape().dims2()?, l2.shape().dims2()?);
-        let y = forward(x, w, (m, n, k));
+        let y = forward(x, w, None, (m, n, k));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -87,6 +101,45 @@ impl candle_core::CustomOp2 for Linear {
         let dx = if x.track_op() { Some(grad.matmul(&w.detach())?) } else { None };
         let dw = if w.track_op() { Some(grad.t()?.matmul(&x.detach())?) } else { None };
         Ok((dx, dw))
+    }
+}
+
+/// `r + x · Wᵀ`: a residual connection's sum made by the product.
+struct LinearAdd;
+
+impl candle_core::CustomOp3 for LinearAdd {
+    fn name(&self) -> &'static str {
+        "linear-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, w, r) =
+            (f32s(op, "x", s1, l1)?, f32s(op, "the weight", s2, l2)?, f32s(op, "r", s3, l3)?);
+        let ((m, k), (n, _)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        let y = forward(x, w, Some(r), (m, n, k));
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        r: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The product's gradients, and the residual's: the gradient itself.
+        let (dx, dw) = candle_core::CustomOp2::bwd(&Linear, x, w, y, grad)?;
+        Ok((dx, dw, r.track_op().then(|| grad.clone())))
     }
 }
 
@@ -113,6 +166,28 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `r + x · Wᵀ` for `x` `[m, k]`, `W` `[n, k]` and `r` `[m, n]`: on f32 CPU tensors with MKL, the
+/// product accumulates onto a copy of `r` (sgemm's `beta = 1`), so the sum takes no pass of its
+/// own; otherwise [`linear_add_slow`].
+pub fn linear_add(x: &Tensor, w: &Tensor, r: &Tensor) -> Result<Tensor> {
+    check(x, w)?;
+    let want = [x.dims()[0], w.dims()[0]];
+    if r.dims() != want {
+        candle_core::bail!("linear-add: r {:?} for a product of shape {want:?}", r.shape())
+    }
+    let f32s = [x, w, r].iter().all(|t| t.dtype() == DType::F32);
+    if blas::MKL && x.device().is_cpu() && f32s {
+        x.contiguous()?.apply_op3(&w.contiguous()?, &r.contiguous()?, LinearAdd)
+    } else {
+        linear_add_slow(x, w, r)
+    }
+}
+
+/// The definition: `r + x.matmul(Wᵀ)`.
+pub fn linear_add_slow(x: &Tensor, w: &Tensor, r: &Tensor) -> Result<Tensor> {
+    r + linear_slow(x, w)?
+}
+
 /// The definition, candle's matmul: `x.matmul(Wᵀ)`.
 pub fn linear_slow(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     check(x, w)?;
@@ -123,6 +198,12 @@ pub fn linear_slow(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 fn linear_split(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+/// The split product with a residual whatever the build, for tests.
+#[cfg(test)]
+fn linear_add_split(x: &Tensor, w: &Tensor, r: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &r.contiguous()?, LinearAdd)
 }
 
 #[cfg(test)]
@@ -151,6 +232,38 @@ mod tests {
             assert_eq!(got.dims(), &[m, n]);
             let err = max_rel(&got, &want);
             assert!(err < 1e-5, "[{m}, {k}] x [{n}, {k}]ᵀ: max relative error {err}");
+        }
+    }
+
+    #[test]
+    fn residual_sum_matches_the_definition_by_rows_and_by_columns() {
+        for (m, n, k) in [(300, 77, 45), (3, 77, 45), (1, 5, 3)] {
+            let (x, w, r) = (seeded((m, k), 1), seeded((n, k), 2), seeded((m, n), 8));
+            let got = linear_add_split(&x, &w, &r).unwrap();
+            let want = linear_add_slow(&x, &w, &r).unwrap();
+            let err = max_rel(&got, &want);
+            assert!(err < 1e-5, "[{m}, {k}] x [{n}, {k}]ᵀ + r: max relative error {err}");
+        }
+        let err = linear_add(&seeded((4, 3), 1), &seeded((5, 3), 2), &seeded((4, 4), 3));
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("linear-add: r [4, 4] for a product of shape [4, 5]"));
+    }
+
+    #[test]
+    fn residual_sum_backward_matches_the_definition() {
+        let var = |t: Tensor| Var::from_tensor(&t).unwrap();
+        let (x, w, r) =
+            (var(seeded((40, 12), 3)), var(seeded((9, 12), 4)), var(seeded((40, 9), 9)));
+        let probe = seeded((40, 9), 5);
+        let loss = |y: Tensor| (y * &probe).unwrap().sum_all().unwrap();
+        let (xt, wt, rt) = (x.as_tensor(), w.as_tensor(), r.as_tensor());
+        let fast = loss(linear_add_split(xt, wt, rt).unwrap()).backward().unwrap();
+        let slow = loss(linear_add_slow(xt, wt, rt).unwrap()).backward().unwrap();
+        for v in [xt, wt, rt] {
+            let err = max_rel(fast.get(v).unwrap(), slow.get(v).unwrap());
+            assert!(err < 1e-5, "gradient differs by {err}");
         }
     }
 

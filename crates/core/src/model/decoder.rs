@@ -43,6 +43,18 @@ impl Linear {
         self.weight.dims()[0]
     }
 
+    /// `residual + self(x)`, a residual connection's sum: made by the product itself where the
+    /// layer is a bare weight (no pass over the sum of its own), else added after it.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if self.bias.is_some() || self.lora.is_some() {
+            return Ok((residual + self.forward(x)?)?);
+        }
+        let (rows, n) = (residual.elem_count() / self.out_features().max(1), self.out_features());
+        let x2 = x.reshape((rows, x.dims()[x.rank() - 1]))?;
+        let y = layerfold_kernels::linear_add(&x2, &self.weight, &residual.reshape((rows, n))?)?;
+        Ok(y.reshape(residual.shape())?)
+    }
+
     /// The adapter folded into the weight, `W + scale · B A`, in the weight's dtype.
     pub fn merge_lora(&self) -> Result<Linear> {
         let Some(l) = &self.lora else { return Ok(self.clone()) };
@@ -87,7 +99,7 @@ impl Mode {
     pub fn rms_norm(self, norm: &RmsNorm, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Mode::Infer => norm.forward(x)?,
-            Mode::Train => candle_nn::ops::rms_norm_slow(x, &norm.weight, norm.eps as f32)?,
+            Mode::Train => layerfold_kernels::rms_norm_slow(x, &norm.weight, norm.eps as f32)?,
         })
     }
 
@@ -144,14 +156,7 @@ pub struct RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = x.contiguous()?;
-        match x.dtype() {
-            // candle's fused kernel accumulates in f32 for every dtype.
-            DType::F32 | DType::F16 | DType::BF16 => {
-                candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)
-            }
-            _ => candle_nn::ops::rms_norm_slow(&x, &self.weight, self.eps as f32),
-        }
+        layerfold_kernels::rms_norm(x, &self.weight, self.eps as f32)
     }
 }
 
@@ -284,10 +289,10 @@ impl DecoderLayer {
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
         obs.o_proj_input(index, o, tokens)?;
-        let y = (x + self.self_attn.o_proj.forward(o)?)?;
+        let y = self.self_attn.o_proj.forward_add(o, x)?;
         let a = self.mlp.activation(&mode.rms_norm(&self.post_attention_layernorm, &y)?, mode)?;
         obs.down_proj_input(index, &a, tokens)?;
-        Ok((y + self.mlp.down_proj.forward(&a)?)?)
+        self.mlp.down_proj.forward_add(&a, &y)
     }
 
     /// The layer with each tensor replaced by `f(name, tensor)`, names as [`Self::named_tensors`].

@@ -9,16 +9,11 @@ pub mod channel_sensitivity;
 pub mod cka;
 pub mod output_similarity;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 
 use crate::error::Result;
 
 /// Per-token cosine similarity of two `[b, s, d]` states, as `[b][s]` f32 (NaN where a norm is 0).
 pub(crate) fn token_cosines(a: &Tensor, b: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let a = a.to_dtype(DType::F32)?;
-    let b = b.to_dtype(DType::F32)?;
-    let dot = (&a * &b)?.sum(D::Minus1)?;
-    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?;
-    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?;
-    Ok((dot / (na * nb)?)?.to_vec2::<f32>()?)
+    Ok(layerfold_kernels::row_cosines(a, b)?.to_vec2::<f32>()?)
 }

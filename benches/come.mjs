@@ -61,7 +61,18 @@ for (const [k, v] of Object.entries(stages)) console.log(`| ${k} | ${v.toFixed(2
 console.log(`| total (wall) | ${total.toFixed(2)} | |`);
 for (const w of r.report.warnings) console.log(`note: ${w}`);
 console.log(`peak RSS ${peakMb().toFixed(0)} MB; prune() itself reported ${r.seconds.toFixed(2)} s`);
-const ours = { method: a.method, stages, total, peakRssMb: peakMb(), record: r.record };
+// The work, in layer passes over the whole calibration set: layerfold's first pass, then after each
+// merge but the last a pass from the merged layer on (every layer's input cached; with checkpoints
+// only, up to stride − 1 more each); the published loop runs the whole model at every step.
+const passes = { layerfold: r.layersBefore, reference: 0 };
+let layers = r.layersBefore;
+r.report.steps.forEach((step, k) => {
+  passes.reference += layers;
+  layers -= 1;
+  if (k < r.report.steps.length - 1) passes.layerfold += layers - step.details.pair[0];
+});
+if (a.method === 'come') console.log(`layer passes: layerfold ${passes.layerfold}, the published loop ${passes.reference} (${(passes.reference / passes.layerfold).toFixed(2)}×)`);
+const ours = { method: a.method, stages, total, peakRssMb: peakMb(), record: r.record, passes };
 await r.model.dispose();
 await model.dispose();
 fs.rmSync(out, { recursive: true, force: true });
@@ -87,6 +98,12 @@ if (a.method === 'come' && !a['skip-reference']) {
   console.log(
     `reference / layerfold: ${(reference.total / total).toFixed(2)}× the time end to end (load to save), ` +
       `${(pruning(reference.stages) / pruning(stages)).toFixed(2)}× in calibrate + score + merge; merge records ${same ? 'agree' : 'DIFFER'}`,
+  );
+  const perPass = (st, n) => (st.calibrate + st.score) / n;
+  const [ourPass, refPass] = [perPass(stages, passes.layerfold), perPass(reference.stages, passes.reference)];
+  console.log(
+    `seconds per layer pass (calibrate + score over passes): layerfold ${ourPass.toFixed(3)}, reference ${refPass.toFixed(3)} (${(refPass / ourPass).toFixed(2)}×); ` +
+      `passes ${passes.reference} / ${passes.layerfold} = ${(passes.reference / passes.layerfold).toFixed(2)}×`,
   );
   if (!same) console.log(`layerfold ${JSON.stringify(ours.record)}\nreference ${JSON.stringify(reference.record)}`);
 }

@@ -63,15 +63,23 @@ for (const w of r.report.warnings) console.log(`note: ${w}`);
 console.log(`peak RSS ${peakMb().toFixed(0)} MB; prune() itself reported ${r.seconds.toFixed(2)} s`);
 // The work, in layer passes over the whole calibration set: layerfold's first pass, then after each
 // merge but the last a pass from the merged layer on (every layer's input cached; with checkpoints
-// only, up to stride − 1 more each); the published loop runs the whole model at every step.
-const passes = { layerfold: r.layersBefore, reference: 0 };
+// only, up to stride − 1 more each) whose last layer runs at the last tokens only (lastToken: about a
+// sixth of a pass each; a pair with the last layer adds one whole pass of it); the published loop
+// runs the whole model at every step.
+const passes = { layerfold: r.layersBefore, lastToken: 0, reference: 0 };
 let layers = r.layersBefore;
 r.report.steps.forEach((step, k) => {
   passes.reference += layers;
   layers -= 1;
-  if (k < r.report.steps.length - 1) passes.layerfold += layers - step.details.pair[0];
+  if (k < r.report.steps.length - 1) {
+    passes.layerfold += layers - step.details.pair[0] - 1;
+    passes.lastToken += 1;
+  }
 });
-if (a.method === 'come') console.log(`layer passes: layerfold ${passes.layerfold}, the published loop ${passes.reference} (${(passes.reference / passes.layerfold).toFixed(2)}×)`);
+if (a.method === 'come')
+  console.log(
+    `layer passes: layerfold ${passes.layerfold} (and ${passes.lastToken} of the last layer at the last tokens), the published loop ${passes.reference} (${(passes.reference / passes.layerfold).toFixed(2)}×)`,
+  );
 const ours = { method: a.method, stages, total, peakRssMb: peakMb(), record: r.record, passes };
 await r.model.dispose();
 await model.dispose();

@@ -269,6 +269,21 @@ fn rescoring_from_the_merged_layer_equals_a_full_rescore() {
     }
 }
 
+#[test]
+fn a_pair_with_the_last_layer_gets_its_statistics_after_a_last_token_rescoring() {
+    // Re-scoring runs the last layer at the last tokens only; merging 5 layers down to 1 ends
+    // with the pair (0, 1), whose second layer is the last: its BI and channel statistics must
+    // then be computed, and equal a full rescore's.
+    let model = load(&shared("models/stories260K"));
+    let run = |cache: bool| {
+        let opts = serde_json::json!({"prefixCache": cache, "noRepeat": false});
+        prune(&model, &come_request("come", opts, 4), &RunContext::new()).unwrap()
+    };
+    let ((a, sa), (b, sb)) = (run(true), run(false));
+    assert_eq!(a.num_layers(), 1);
+    check_same_run(&a, &sa, &b, &sb);
+}
+
 fn check_same_run(a: &Model, sa: &PruneSummary, b: &Model, sb: &PruneSummary) {
     assert_eq!(a.origins, b.origins);
     for (x, y) in sa.report.steps.iter().zip(&sb.report.steps) {

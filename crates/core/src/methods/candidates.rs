@@ -24,7 +24,9 @@ pub struct CachedBatch {
     pub ctx: ForwardContext,
     /// `inputs[i]`: the input of layer `i` (`h_0…h_L`) where `i` is a checkpoint, else `None`.
     inputs: Vec<Option<Tensor>>,
-    pub output: Tensor,
+    /// `None` once a pass that ran the last layer at the last tokens only refreshed the states
+    /// (CoMe's re-scoring, which never reads it).
+    output: Option<Tensor>,
 }
 
 impl CachedBatch {
@@ -44,12 +46,17 @@ impl CachedBatch {
     }
 
     /// Replaces the states from layer `from` on with those this batch's pass from there left
-    /// in `rec`.
+    /// in `rec` (no `ĥ` when the pass reported none).
     pub(crate) fn refresh(&mut self, from: usize, rec: &mut Recorder) {
         let Recorded { inputs, output } = rec.take(self.ctx.tokens.batch);
         self.inputs.truncate(from);
         self.inputs.extend(inputs);
-        self.output = output.expect("a forward pass reports its final state");
+        self.output = output;
+    }
+
+    /// `ĥ` of the cached model.
+    pub fn output(&self) -> &Tensor {
+        self.output.as_ref().expect("the cached ĥ is read only from caches of whole passes")
     }
 }
 
@@ -215,7 +222,7 @@ impl StateCache {
                     &b.ctx.tokens,
                 )?;
             }
-            obs.final_state(&b.output, &b.ctx.tokens)?;
+            obs.final_state(b.output(), &b.ctx.tokens)?;
         }
         Ok(true)
     }
@@ -256,7 +263,6 @@ impl StateCache {
             .zip(ctxs)
             .map(|(batch, fctx)| {
                 let Recorded { inputs, output } = rec.take(fctx.tokens.batch);
-                let output = output.expect("a forward pass reports its final state");
                 CachedBatch { batch, ctx: fctx, inputs, output }
             })
             .collect();
@@ -323,7 +329,7 @@ pub fn similarity(
     let mut sims = Vec::new();
     let mut compare = |k: usize, out: Tensor| -> Result<()> {
         let cb = &cache.batches[k];
-        sims.extend(sample_similarities(&cb.output, &out, &cb.ctx.tokens)?);
+        sims.extend(sample_similarities(cb.output(), &out, &cb.ctx.tokens)?);
         Ok(())
     };
     let none = &|_| {};

@@ -6,9 +6,14 @@
 //!
 //! After a merge at `a` the layers below `a` and their inputs are unchanged, so the next scoring
 //! pass runs only from `a` on the cached input of layer `a`, and the statistics of the layers below
-//! are kept (`prefixCache: false` re-runs the whole model each step).
+//! are kept (`prefixCache: false` re-runs the whole model each step). Of the last layer that pass
+//! needs only the last-token output (the skip score's `ĥ[T]`), so it runs that layer for one query
+//! per sequence; its BI and channel statistics are computed only if its pair is chosen.
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use candle_core::Tensor;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +24,7 @@ use crate::eval::nll::nll_sum;
 use crate::methods::candidates::{Recorder, StateCache};
 use crate::methods::concat::{concat_layers, plan, ConcatMerge, GqaLayout, MergePlan};
 use crate::methods::{candidate, required, Goal, MethodOutput, Report, Step};
-use crate::model::decoder::{NoObserver, Observers};
+use crate::model::decoder::{NoObserver, Observer, Observers, TokenMask};
 use crate::model::stream::{LayerSlot, TensorShape};
 use crate::model::Model;
 use crate::score::angular::LastTokenStates;
@@ -61,6 +66,9 @@ struct Scores {
     bi: BlockInfluence,
     activity: ChannelActivity,
     last: LastTokenStates,
+    /// Whether `bi` and `activity` hold the last layer's (a pass that ran it at the last tokens
+    /// only leaves them out).
+    last_layer_stats: bool,
 }
 
 impl Scores {
@@ -69,6 +77,7 @@ impl Scores {
             bi: BlockInfluence::new(n_layers, LastState::PostNorm),
             activity: ChannelActivity::new(n_layers),
             last: LastTokenStates::new(n_layers),
+            last_layer_stats: true,
         }
     }
 
@@ -76,6 +85,40 @@ impl Scores {
         self.bi.splice(from, fresh.bi);
         self.activity.splice(from, fresh.activity);
         self.last.splice(from, fresh.last);
+        self.last_layer_stats = fresh.last_layer_stats;
+    }
+}
+
+/// How a re-scoring pass runs the last layer.
+#[derive(Clone, Copy, PartialEq)]
+enum LastLayer {
+    /// On every token, with its statistics, refreshing the cached `ĥ`.
+    Whole,
+    /// At each sequence's last token only: the skip scores, no BI or channel statistics of the
+    /// last layer, no cached `ĥ`.
+    LastToken,
+}
+
+/// Feeds `inner` a pass of every layer but the last except its final state (the final norm of
+/// `h_{L−1}`, not `ĥ`), and keeps each batch's `h_{L−1}`.
+struct AllButLast<'a> {
+    inner: &'a mut dyn Observer,
+    last: usize,
+    inputs: HashMap<usize, Tensor>,
+}
+
+impl Observer for AllButLast<'_> {
+    fn hidden_state(&mut self, i: usize, h: &Tensor, t: &TokenMask) -> crate::error::Result<()> {
+        if i == self.last {
+            self.inputs.insert(t.batch, h.clone());
+        }
+        self.inner.hidden_state(i, h, t)
+    }
+    fn down_proj_input(&mut self, l: usize, a: &Tensor, t: &TokenMask) -> crate::error::Result<()> {
+        self.inner.down_proj_input(l, a, t)
+    }
+    fn o_proj_input(&mut self, l: usize, o: &Tensor, t: &TokenMask) -> crate::error::Result<()> {
+        self.inner.o_proj_input(l, o, t)
     }
 }
 
@@ -86,30 +129,61 @@ fn rescore_from(
     model: &Model,
     cache: &mut StateCache,
     from: usize,
+    last_layer: LastLayer,
     ctx: &RunContext,
 ) -> Result<(usize, Scores)> {
-    let mut fresh = Scores::new(model.num_layers());
+    let n = model.num_layers();
+    let mut fresh = Scores::new(n);
     let check = || ctx.check_cancelled();
-    let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
-    let mut rec = Recorder::new(cache.stride, &mut obs);
     let start = cache.batches[0].start(from).0;
     for cb in &mut cache.batches {
         cb.forget_above(start);
     }
     let (start, runs) = cache.starts(from);
-    model.lm.forward_runs(
-        start,
-        runs.into_iter().map(Ok),
-        &mut rec,
-        &mut |_, _| Ok(()),
-        &check,
-        &|p| {
-            let (done, of) = p.fraction();
-            ctx.report(Stage::Score, done, of)
-        },
-    )?;
+    let progress = |p: crate::model::decoder::Progress| {
+        let (done, of) = p.fraction();
+        ctx.report(Stage::Score, done, of)
+    };
+    let mut obs = Observers(vec![&mut fresh.bi, &mut fresh.activity, &mut fresh.last]);
+    let mut rec = Recorder::new(cache.stride, &mut obs);
+    let runs = runs.into_iter().map(Ok);
+    let last_inputs = match last_layer {
+        LastLayer::Whole => {
+            model.lm.forward_runs(start, runs, &mut rec, &mut |_, _| Ok(()), &check, &progress)?;
+            None
+        }
+        LastLayer::LastToken => {
+            let mut body = model.lm.clone();
+            body.layers.truncate(n - 1);
+            let mut all_but_last =
+                AllButLast { inner: &mut rec, last: n - 1, inputs: HashMap::new() };
+            body.forward_runs(
+                start,
+                runs,
+                &mut all_but_last,
+                &mut |_, _| Ok(()),
+                &check,
+                &progress,
+            )?;
+            Some(all_but_last.inputs)
+        }
+    };
     for cb in &mut cache.batches {
         cb.refresh(start, &mut rec);
+    }
+    if let Some(mut inputs) = last_inputs {
+        let layer = model.lm.layers[n - 1].get()?;
+        // Batch by batch in pass order, as the other states were observed.
+        for cb in &cache.batches {
+            let batch = cb.ctx.tokens.batch;
+            let h = inputs.remove(&batch).expect("the pass reported every batch's h_{L-1}");
+            let out = layer.forward_last_token(&h, &cb.ctx)?;
+            let h_hat = cb.ctx.mode.rms_norm(&model.lm.norm, &out)?;
+            let rows = cb.ctx.tokens.lengths.len();
+            let tokens = TokenMask { lengths: vec![1; rows], seq_len: 1, weights: None, batch };
+            fresh.last.final_state(&h_hat, &tokens)?;
+        }
+        fresh.last_layer_stats = false;
     }
     Ok((start, fresh))
 }
@@ -188,6 +262,11 @@ pub(crate) fn progressive(
         let a = (0..n - 1)
             .min_by(|&x, &y| skip[x].total_cmp(&skip[y]))
             .expect("at least two layers remain");
+        if a + 1 == n - 1 && !scores.last_layer_stats {
+            // The pair holds the last layer, whose statistics the last re-scoring left out.
+            let (start, fresh) = rescore_from(&m, &mut cache, n - 1, LastLayer::Whole, ctx)?;
+            scores.splice(start, fresh);
+        }
         let bi = scores.bi.come_sum();
         let (bi_a, bi_b) = (bi[a], bi[a + 1]);
         let ratio = if bi_a + bi_b > 0.0 { bi_a / (bi_a + bi_b) } else { 0.5 };
@@ -281,7 +360,7 @@ pub(crate) fn progressive(
         let started = Instant::now();
         if m.num_layers() > target {
             if cfg.prefix_cache {
-                let (start, fresh) = rescore_from(&m, &mut cache, a, ctx)?;
+                let (start, fresh) = rescore_from(&m, &mut cache, a, LastLayer::LastToken, ctx)?;
                 scores.splice(start, fresh);
             } else {
                 scores = Scores::new(m.num_layers());

@@ -278,6 +278,35 @@ impl DecoderLayer {
         self.after_attention(index, x, &o, &ctx.tokens, ctx.mode, obs)
     }
 
+    /// The layer's output at each sequence's last real token only, `[b, 1, d]`: keys and values
+    /// (and, from the same product, queries) at every position, the rest for one query per
+    /// sequence, about a sixth of [`forward`](Self::forward)'s work. What a score of last-token
+    /// states needs of the last layer (CoMe's re-scoring). Observers are not fed.
+    pub fn forward_last_token(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (cos, sin) = ctx.rope.at(0, s)?;
+        let xn = ctx.mode.rms_norm(&self.input_layernorm, x)?;
+        let (q, kv) = self.self_attn.project(&xn, &cos, &sin, ctx.mode)?;
+        let (mut heads, mut inputs) = (Vec::with_capacity(b), Vec::with_capacity(b));
+        for (row, &len) in ctx.tokens.lengths.iter().enumerate() {
+            let Some(last) = len.checked_sub(1) else {
+                return Err(crate::error::Error::Internal(format!("row {row} has no tokens")));
+            };
+            let of_row =
+                |t: &Tensor, start: usize, n: usize| t.narrow(0, row, 1)?.narrow(2, start, n);
+            let kv_row = KeyValues { k: of_row(&kv.k, 0, len)?, v: of_row(&kv.v, 0, len)? };
+            let q_row = of_row(&q, last, 1)?.contiguous()?;
+            let group = self.self_attn.group();
+            let o = ctx.mode.causal_attention(&q_row, &kv_row, last, group, ctx.sliding_window)?;
+            heads.push(o.transpose(1, 2)?.reshape((1, 1, ()))?);
+            inputs.push(x.narrow(0, row, 1)?.narrow(1, last, 1)?);
+        }
+        let (o, x) = (Tensor::cat(&heads, 0)?, Tensor::cat(&inputs, 0)?);
+        let tokens =
+            TokenMask { lengths: vec![1; b], seq_len: 1, weights: None, batch: ctx.tokens.batch };
+        self.after_attention(0, &x, &o, &tokens, ctx.mode, &mut NoObserver)
+    }
+
     /// The rest of the layer once attention has given `o`, the input of `o_proj`.
     pub(crate) fn after_attention(
         &self,

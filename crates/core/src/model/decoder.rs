@@ -85,9 +85,10 @@ impl Module for Linear {
     }
 }
 
-/// Whether a pass trains. The fused ops (candle's RMSNorm and RoPE, this project's causal softmax
-/// and SwiGLU) have no backward pass, and candle drops their gradients silently; training runs
-/// their composed, differentiable definitions instead. This is the one place that chooses.
+/// Whether a pass trains. The fused ops (RMSNorm, RoPE with the head split, causal attention and
+/// SwiGLU) have no backward pass, and candle drops their gradients silently; training runs their
+/// composed, differentiable definitions instead. This is the one place that chooses. (The
+/// projections, `linear` and `linear_add`, have their backward pass and serve both.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     #[default]

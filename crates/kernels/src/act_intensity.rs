@@ -23,7 +23,28 @@ struct ActIntensity {
     launch: Launch,
 }
 
-/// Column sums of `|x|·w` for one dtype.
+/// `acc[j] += w_r·|x[r, c0 + j]|` over the rows `r` of `x` (`n × c`), in row order.
+#[inline(always)]
+fn add_rows<T: Copy>(
+    x: &[T],
+    w: Option<&[f32]>,
+    (n, c, c0): (usize, usize, usize),
+    acc: &mut [f32],
+    to_f32: impl Fn(T) -> f32,
+) {
+    let len = acc.len();
+    for r in 0..n {
+        let wr = w.map_or(1.0, |w| w[r]);
+        if wr == 0.0 {
+            continue;
+        }
+        for (a, &v) in acc.iter_mut().zip(&x[r * c + c0..r * c + c0 + len]) {
+            *a += wr * to_f32(v).abs();
+        }
+    }
+}
+
+/// Column sums of `|x|·w` for one dtype, a block of [`COLUMNS`] per task.
 fn sums<T: Copy + Sync>(
     x: &[T],
     w: Option<&[f32]>,
@@ -32,53 +53,24 @@ fn sums<T: Copy + Sync>(
     to_f32: impl Fn(T) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut out = vec![0f32; c];
-    out.par_chunks_mut(COLUMNS).enumerate().for_each(|(k, acc)| {
-        let c0 = k * COLUMNS;
-        for r in 0..n {
-            let wr = w.map_or(1.0, |w| w[r]);
-            if wr == 0.0 {
-                continue;
-            }
-            let row = &x[r * c + c0..r * c + c0 + acc.len()];
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += wr * to_f32(v).abs();
-            }
-        }
-    });
+    out.par_chunks_mut(COLUMNS)
+        .enumerate()
+        .for_each(|(k, acc)| add_rows(x, w, (n, c, k * COLUMNS), acc, &to_f32));
     out
 }
 
 dispatch! {
-    // `sums` for f32, the same additions in the same order, with a whole block's sums held in
-    // vector registers across the rows (a block of COLUMNS is 16 AVX-512 registers) instead of
-    // loaded and stored again for every row, as the generic loop's SSE2 code does.
+    // [`add_rows`] for f32 in vector code, a whole block's sums held in registers across the rows
+    // (COLUMNS f32 are 16 AVX-512 registers: a local array of constant length) instead of loaded
+    // and stored again for every row. The same additions in the same order.
     fn sum_block_f32(x: &[f32], w: Option<&[f32]>, n: usize, c: usize, c0: usize, acc: &mut [f32]) {
-        let len = acc.len();
-        if len != COLUMNS {
-            for r in 0..n {
-                let wr = w.map_or(1.0, |w| w[r]);
-                if wr == 0.0 {
-                    continue;
-                }
-                for (a, &v) in acc.iter_mut().zip(&x[r * c + c0..r * c + c0 + len]) {
-                    *a += wr * v.abs();
-                }
-            }
-            return;
+        if acc.len() == COLUMNS {
+            let mut block = [0f32; COLUMNS];
+            add_rows(x, w, (n, c, c0), &mut block, |v| v);
+            acc.copy_from_slice(&block);
+        } else {
+            add_rows(x, w, (n, c, c0), acc, |v| v);
         }
-        let mut block = [0f32; COLUMNS];
-        for r in 0..n {
-            let wr = w.map_or(1.0, |w| w[r]);
-            if wr == 0.0 {
-                continue;
-            }
-            let row: &[f32; COLUMNS] =
-                x[r * c + c0..r * c + c0 + COLUMNS].try_into().expect("a whole block");
-            for j in 0..COLUMNS {
-                block[j] += wr * row[j].abs();
-            }
-        }
-        acc.copy_from_slice(&block);
     }
 }
 

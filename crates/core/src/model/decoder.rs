@@ -43,16 +43,36 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `residual + self(x)`, a residual connection's sum: made by the product itself where the
-    /// layer is a bare weight (no pass over the sum of its own), else added after it.
+    /// `residual + self(x)`, a residual connection's sum, made by the product itself (no pass of
+    /// its own over the sum).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if self.bias.is_some() || self.lora.is_some() {
-            return Ok((residual + self.forward(x)?)?);
+        Ok(self.product(x, Some(residual))?)
+    }
+
+    /// `x Wᵀ` (plus `residual`), then the adapter's and the bias's terms, as one large matmul over
+    /// all leading dimensions instead of a batched one.
+    fn product(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
+        let x = x.reshape((rows, last))?;
+        let mut y = match residual {
+            Some(r) => {
+                let r = r.reshape((rows, self.out_features()))?;
+                layerfold_kernels::linear_add(&x, &self.weight, &r)?
+            }
+            None => layerfold_kernels::linear(&x, &self.weight)?,
+        };
+        if let Some(l) = &self.lora {
+            y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
         }
-        let (rows, n) = (residual.elem_count() / self.out_features().max(1), self.out_features());
-        let x2 = x.reshape((rows, x.dims()[x.rank() - 1]))?;
-        let y = layerfold_kernels::linear_add(&x2, &self.weight, &residual.reshape((rows, n))?)?;
-        Ok(y.reshape(residual.shape())?)
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("a tensor fed to Linear has at least one dimension") =
+            self.out_features();
+        y.reshape(out)
     }
 
     /// The adapter folded into the weight, `W + scale · B A`, in the weight's dtype.
@@ -66,22 +86,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // One large matmul over all leading dimensions instead of a batched one.
-        let dims = x.dims();
-        let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
-        let x = x.reshape((rows, last))?;
-        let mut y = layerfold_kernels::linear(&x, &self.weight)?;
-        if let Some(l) = &self.lora {
-            y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
-        }
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("a tensor fed to Linear has at least one dimension") =
-            self.out_features();
-        y.reshape(out)
+        self.product(x, None)
     }
 }
 

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::decoder::{Observer, TokenMask};
-use crate::score::token_cosines;
 
 /// Which state stands after the last layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -51,7 +50,8 @@ impl BlockInfluence {
 
     fn pair(&mut self, layer: usize, next: &Tensor, tokens: &TokenMask) -> Result<()> {
         let prev = self.prev.get(&tokens.batch).expect("callers check that h_i was observed");
-        let cos = token_cosines(prev, next)?;
+        // `[b][s]` f32, NaN where a norm is 0.
+        let cos = layerfold_kernels::row_cosines(prev, next)?.to_vec2::<f32>()?;
         for (row, &len) in cos.iter().zip(&tokens.lengths) {
             for &c in &row[..len] {
                 let (plain, clamped) =

@@ -8,12 +8,3 @@ pub mod bi;
 pub mod channel_sensitivity;
 pub mod cka;
 pub mod output_similarity;
-
-use candle_core::Tensor;
-
-use crate::error::Result;
-
-/// Per-token cosine similarity of two `[b, s, d]` states, as `[b][s]` f32 (NaN where a norm is 0).
-pub(crate) fn token_cosines(a: &Tensor, b: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(layerfold_kernels::row_cosines(a, b)?.to_vec2::<f32>()?)
-}

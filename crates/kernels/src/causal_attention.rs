@@ -6,9 +6,10 @@
 //!
 //! On the CPU (f32) each task takes a block of [`QUERY_BLOCK`] queries of one sequence and, one KV
 //! head at a time, multiplies its `G` query heads by the keys up to the block's last visible one
-//! into a scratch tile, applies the masked softmax there (the scale folded into the exponent), and
-//! multiplies by the values straight into the output rows, which it owns whole: the output is laid
-//! out `[b, s, n_q, d_h]` and returned as a `[b, n_q, s, d_h]` view, so joining the heads for
+//! into a scratch tile, exponentiates it there (the scale folded into the exponent, the mask
+//! applied), multiplies by the values straight into the output rows, and divides those `d_h`
+//! outputs by each row's sum rather than the tile's weights. The task owns its rows whole: the
+//! output is laid out `[b, s, n_q, d_h]` and returned as a `[b, n_q, s, d_h]` view, so joining the heads for
 //! `o_proj` copies nothing. The tile stays in cache, no `s × s` or
 //! per-block score tensor is allocated, and the two products are sequential `sgemm`s
 //! ([`crate::blas`]) spread over rayon's threads by task, where candle's batched matmul ran one
@@ -36,12 +37,23 @@ struct CausalAttention {
     window: Option<usize>,
 }
 
+/// Which keys a tile's rows see: row `r` is query position `first + r % q_len`; the tile's columns
+/// are keys `key0..`; keys further back than `window` are invisible.
+#[derive(Clone, Copy)]
+struct Visible {
+    q_len: usize,
+    first: usize,
+    key0: usize,
+    window: usize,
+}
+
 dispatch! {
-    // Row r of `tile` (`rows × width`, keys `key0..key0 + width`) holds query position
-    // `first + r % q_len`'s scores; it becomes softmax(scale · scores) over the visible keys, 0
-    // elsewhere.
-    fn softmax_tile(tile: &mut [f32], width: usize, q_len: usize, first: usize, key0: usize, window: usize, scale: f32) {
-        for (r, row) in tile.chunks_exact_mut(width).enumerate() {
+    // Each row of `tile` (`width` keys) becomes e^(scale · (score − max)) over its visible keys,
+    // 0 elsewhere, and `inv_sums[r]` the inverse of row r's sum: the softmax's division is left
+    // to the `d_h` outputs of the row (`scale_rows`) instead of its `width` weights.
+    fn softmax_tile(tile: &mut [f32], inv_sums: &mut [f32], width: usize, vis: Visible, scale: f32) {
+        let Visible { q_len, first, key0, window } = vis;
+        for (r, (row, inv)) in tile.chunks_exact_mut(width).zip(inv_sums.iter_mut()).enumerate() {
             let i = first + r % q_len;
             let hi = (i + 1).min(key0 + width) - key0;
             let lo = (i + 1).saturating_sub(window).max(key0).min(key0 + hi) - key0;
@@ -49,14 +61,22 @@ dispatch! {
             let (visible, after) = rest.split_at_mut(hi - lo);
             before.fill(0.0);
             after.fill(0.0);
+            *inv = 0.0;
             if visible.is_empty() {
                 continue;
             }
             let m = vec_exp::max(visible);
             // scale > 0, so the largest scaled score is scale · m.
-            let sum = vec_exp::exp_scaled_in_place(visible, scale, scale * m);
-            let inv = 1.0 / sum;
-            for v in visible.iter_mut() {
+            *inv = 1.0 / vec_exp::exp_scaled_in_place(visible, scale, scale * m);
+        }
+    }
+}
+
+dispatch! {
+    // Row r of `rows` (`len` rows of `d_h` at stride `stride`) times `inv_sums[r]`.
+    fn scale_rows(rows: &mut [f32], stride: usize, d_h: usize, inv_sums: &[f32]) {
+        for (r, &inv) in inv_sums.iter().enumerate() {
+            for v in &mut rows[r * stride..r * stride + d_h] {
                 *v *= inv;
             }
         }
@@ -92,7 +112,8 @@ impl CausalAttention {
                     .map(move |(blk, rows)| (bi, blk, rows))
             })
             .collect();
-        tasks.into_par_iter().for_each_init(Vec::new, |tile: &mut Vec<f32>, (bi, blk, dst)| {
+        let scratch = || (Vec::new(), Vec::new());
+        tasks.into_par_iter().for_each_init(scratch, |(tile, inv_sums), (bi, blk, dst)| {
             let (q0, len) = (blk * QUERY_BLOCK, dst.len() / row);
             // Keys visible from some query of the block: from the first one's window start to the
             // last one's position.
@@ -100,7 +121,9 @@ impl CausalAttention {
             let key0 = (first + 1).saturating_sub(window);
             let end = self.offset + q0 + len;
             let width = end - key0;
+            let vis = Visible { q_len: len, first, key0, window };
             tile.resize(g * len * width, 0.0);
+            inv_sums.resize(g * len, 0.0);
             for kvh in 0..nkv {
                 let kv_base = (bi * nkv + kvh) * keys * dh + key0 * dh;
                 let (kb, vb) =
@@ -120,12 +143,13 @@ impl CausalAttention {
                         0.0,
                     );
                 }
-                softmax_tile(tile, width, len, first, key0, window, scale);
+                softmax_tile(tile, inv_sums, width, vis, scale);
                 for j in 0..g {
                     // Head kvh·G + j's columns of the task's rows, at the output's row stride.
                     let dst = &mut dst[(kvh * g + j) * dh..];
                     let p = &tile[j * len * width..(j + 1) * len * width];
                     blas::sgemm((len, dh, width), p, width, vb, dh, false, dst, row, 0.0);
+                    scale_rows(dst, row, dh, &inv_sums[j * len..(j + 1) * len]);
                 }
             }
         });

@@ -42,44 +42,72 @@ pub fn exp(x: f32) -> f32 {
     p * scale
 }
 
-/// The maximum of a non-empty slice.
+/// The maximum of a non-empty slice (NaNs are skipped).
 #[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
+    // A compare and select, one `vmaxps` a vector: `f32::max`'s NaN rule added a compare and a
+    // blend to each.
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for k in 0..LANES {
-            acc[k] = acc[k].max(c[k]);
+            acc[k] = larger(acc[k], c[k]);
         }
     }
-    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, larger);
     for &v in rest {
-        m = m.max(v);
+        m = larger(m, v);
     }
     m
+}
+
+/// `f` on `xs` a vector of [`LANES`] at a time, the tail (fewer than `LANES`) padded into one more
+/// vector so that it is computed with vector code too, its padding lanes as 0. Returns the lane
+/// sums of `f`'s results (`write` stores them back into `xs`).
+#[inline(always)]
+fn map_lanes(xs: &mut [f32], write: bool, f: impl Fn(f32) -> f32) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let mut e = [0f32; LANES];
+        for k in 0..LANES {
+            e[k] = f(c[k]);
+        }
+        if write {
+            c.copy_from_slice(&e);
+        }
+        for k in 0..LANES {
+            acc[k] += e[k];
+        }
+    }
+    let rest = chunks.into_remainder();
+    let n = rest.len();
+    if n > 0 {
+        let mut pad = [0f32; LANES];
+        pad[..n].copy_from_slice(rest);
+        let mut e = [0f32; LANES];
+        for k in 0..LANES {
+            // Padding lanes are computed too (a vector op costs the same) and then dropped.
+            let v = f(pad[k]);
+            e[k] = if k < n { v } else { 0.0 };
+        }
+        if write {
+            rest.copy_from_slice(&e[..n]);
+        }
+        for k in 0..LANES {
+            acc[k] += e[k];
+        }
+    }
+    acc
 }
 
 /// Replaces each `x` by `e^(x·scale − shift)` and returns the sum of the results (attention's
 /// softmax with its `1/√d_h` folded in).
 #[inline(always)]
 pub fn exp_scaled_in_place(xs: &mut [f32], scale: f32, shift: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = xs.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for k in 0..LANES {
-            let e = exp(c[k] * scale - shift);
-            c[k] = e;
-            acc[k] += e;
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for v in chunks.into_remainder() {
-        let e = exp(*v * scale - shift);
-        *v = e;
-        s += e;
-    }
-    s
+    map_lanes(xs, true, |x| exp(x * scale - shift)).iter().sum()
 }
 
 /// `Σ e^(x − shift)` without writing.
@@ -153,6 +181,21 @@ mod tests {
         }
         assert!(worst < 3e-7, "max relative error {worst:e}");
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_in_place_writes_and_sums_every_element_of_a_padded_tail() {
+        for n in [5usize, 16, 37] {
+            let mut xs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let want: Vec<f64> = xs.iter().map(|&v| (v as f64 * 0.5 - 0.25).exp()).collect();
+            let sum = exp_scaled_in_place(&mut xs, 0.5, 0.25);
+            for (i, (&got, &w)) in xs.iter().zip(&want).enumerate() {
+                assert!((got as f64 - w).abs() <= 3e-7 * w, "n = {n}, element {i}: {got} vs {w}");
+            }
+            // A padding lane that added its own exponential would be off by about 0.8.
+            let w: f64 = want.iter().sum();
+            assert!((sum as f64 - w).abs() <= 1e-6 * w, "n = {n}: sum {sum} vs {w}");
+        }
     }
 
     #[test]

@@ -56,6 +56,52 @@ fn all(n: usize) -> Vec<usize> {
     (0..n).collect()
 }
 
+/// The last-token pass of CoMe's re-scoring: each sequence's output at its last real token, with
+/// sequences of different lengths in one batch, is the whole layer's output there (1e-5: the
+/// one-row products may round differently from the batch's).
+#[test]
+fn last_token_pass_is_the_whole_layers_output_at_each_last_token() {
+    for (path, layer) in [(shared("models/stories260K"), 3usize), (smollm2(), 29)] {
+        let model = load(&path);
+        let texts = [
+            "The tower is 324 metres tall.",
+            "It was the tallest man-made structure in the world for 41 years.",
+        ];
+        let ids: Vec<Vec<u32>> =
+            texts.iter().map(|t| model.tokenizer.encode_with_bos(t).unwrap()).collect();
+        let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+        let batch = TokenBatch::new(&refs, 0, model.lm.device()).unwrap();
+        let ctx = model.lm.context(&model.config, &batch).unwrap();
+        let mut h = model.lm.embed(&batch).unwrap();
+        for (i, l) in model.lm.layers.iter().map(|l| l.resident().unwrap()).enumerate().take(layer)
+        {
+            h = l.forward(i, &h, &ctx, &mut NoObserver).unwrap();
+        }
+        let l = model.lm.layers[layer].resident().unwrap();
+        let whole = l.forward(layer, &h, &ctx, &mut NoObserver).unwrap();
+        let last = l.forward_last_token(&h, &ctx).unwrap();
+        assert_eq!(last.dims(), &[2, 1, whole.dim(2).unwrap()]);
+        for (row, seq) in ids.iter().enumerate() {
+            let want = whole.narrow(0, row, 1).unwrap().narrow(1, seq.len() - 1, 1).unwrap();
+            let got = last.narrow(0, row, 1).unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let err = max_abs(&got, &want);
+            assert!(
+                err <= 1e-5 * scale.max(1.0),
+                "{path:?} row {row}: max |Δ| {err} (scale {scale})"
+            );
+        }
+    }
+}
+
 /// With every channel kept (a double-width layer built by the same code path), the merged layer
 /// runs attention a and b on one normalised input, then FFN a and b on the result (1e-5, f32).
 #[test]

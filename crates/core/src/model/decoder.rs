@@ -211,28 +211,46 @@ impl Attention {
         sin: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, KeyValues)> {
+        Ok((self.queries(x, cos, sin, mode)?, self.keys_values(x, cos, sin, mode)?))
+    }
+
+    /// The queries of [`project`](Self::project) alone.
+    fn queries(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+        let q = self.projected(x, &self.q_proj, &self.q_norm, mode)?;
+        mode.rope_heads(&q, self.num_heads(), cos, sin)
+    }
+
+    /// The keys and values of [`project`](Self::project) alone.
+    fn keys_values(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<KeyValues> {
         let (b, s, _) = x.dims3()?;
-        let dh = self.head_dim;
-        // `[b, s, heads·d_h]`, with Qwen3's per-head norm applied.
-        let projected = |proj: &Linear, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let t = proj.forward(x)?;
-            Ok(match norm {
-                Some(norm) => {
-                    mode.rms_norm(norm, &t.reshape((b, s, (), dh))?)?.reshape((b, s, ()))?
-                }
-                None => t,
-            })
-        };
-        let (n_q, n_kv) = (self.num_heads(), self.num_kv_heads());
-        let q = mode.rope_heads(&projected(&self.q_proj, &self.q_norm)?, n_q, cos, sin)?;
-        let kv = KeyValues {
-            k: mode.rope_heads(&projected(&self.k_proj, &self.k_norm)?, n_kv, cos, sin)?,
-            v: projected(&self.v_proj, &None)?
-                .reshape((b, s, n_kv, dh))?
+        let n_kv = self.num_kv_heads();
+        let k = self.projected(x, &self.k_proj, &self.k_norm, mode)?;
+        Ok(KeyValues {
+            k: mode.rope_heads(&k, n_kv, cos, sin)?,
+            v: self
+                .projected(x, &self.v_proj, &None, mode)?
+                .reshape((b, s, n_kv, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?,
-        };
-        Ok((q, kv))
+        })
+    }
+
+    /// `proj(x)`, `[b, s, heads·d_h]`, with Qwen3's per-head norm applied when there is one.
+    fn projected(
+        &self,
+        x: &Tensor,
+        proj: &Linear,
+        norm: &Option<RmsNorm>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let t = proj.forward(x)?;
+        Ok(match norm {
+            Some(norm) => {
+                mode.rms_norm(norm, &t.reshape((b, s, (), self.head_dim))?)?.reshape((b, s, ()))?
+            }
+            None => t,
+        })
     }
 }
 
@@ -285,14 +303,15 @@ impl DecoderLayer {
     }
 
     /// The layer's output at each sequence's last real token only, `[b, 1, d]`: keys and values
-    /// (and, from the same product, queries) at every position, the rest for one query per
-    /// sequence, about a sixth of [`forward`](Self::forward)'s work. What a score of last-token
-    /// states needs of the last layer (CoMe's re-scoring). Observers are not fed.
+    /// at every position, the rest for one query per sequence, about a sixth of
+    /// [`forward`](Self::forward)'s work. What a score of last-token states needs of the last
+    /// layer (CoMe's re-scoring). Observers are not fed.
     pub fn forward_last_token(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (cos, sin) = ctx.rope.at(0, s)?;
         let xn = ctx.mode.rms_norm(&self.input_layernorm, x)?;
-        let (q, kv) = self.self_attn.project(&xn, &cos, &sin, ctx.mode)?;
+        let attn = &self.self_attn;
+        let kv = attn.keys_values(&xn, &cos, &sin, ctx.mode)?;
         let (mut heads, mut inputs) = (Vec::with_capacity(b), Vec::with_capacity(b));
         for (row, &len) in ctx.tokens.lengths.iter().enumerate() {
             let Some(last) = len.checked_sub(1) else {
@@ -301,9 +320,17 @@ impl DecoderLayer {
             let of_row =
                 |t: &Tensor, start: usize, n: usize| t.narrow(0, row, 1)?.narrow(2, start, n);
             let kv_row = KeyValues { k: of_row(&kv.k, 0, len)?, v: of_row(&kv.v, 0, len)? };
-            let q_row = of_row(&q, last, 1)?.contiguous()?;
-            let group = self.self_attn.group();
-            let o = ctx.mode.causal_attention(&q_row, &kv_row, last, group, ctx.sliding_window)?;
+            // The one query, rotated to its own position.
+            let (cos, sin) = ctx.rope.at(last, 1)?;
+            let q_row =
+                attn.queries(&xn.narrow(0, row, 1)?.narrow(1, last, 1)?, &cos, &sin, ctx.mode)?;
+            let o = ctx.mode.causal_attention(
+                &q_row,
+                &kv_row,
+                last,
+                attn.group(),
+                ctx.sliding_window,
+            )?;
             heads.push(o.transpose(1, 2)?.reshape((1, 1, ()))?);
             inputs.push(x.narrow(0, row, 1)?.narrow(1, last, 1)?);
         }

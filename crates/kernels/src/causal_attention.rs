@@ -9,12 +9,12 @@
 //! into a scratch tile, exponentiates it there (the scale folded into the exponent, the mask
 //! applied), multiplies by the values straight into the output rows, and divides those `d_h`
 //! outputs by each row's sum rather than the tile's weights. The task owns its rows whole: the
-//! output is laid out `[b, s, n_q, d_h]` and returned as a `[b, n_q, s, d_h]` view, so joining the heads for
-//! `o_proj` copies nothing. The tile stays in cache, no `s × s` or
-//! per-block score tensor is allocated, and the two products are sequential `sgemm`s
-//! ([`crate::blas`]) spread over rayon's threads by task, where candle's batched matmul ran one
-//! small product after another. [`causal_attention_slow`] is the composed definition (candle ops,
-//! differentiable): other devices and dtypes, training, and the tests.
+//! output is laid out `[b, s, n_q, d_h]` and returned as a `[b, n_q, s, d_h]` view, so joining the
+//! heads for `o_proj` copies nothing. The tile stays in cache, no `s × s` or per-block score tensor
+//! is allocated, and the two products are sequential `sgemm`s ([`crate::blas`]) spread over rayon's
+//! threads by task, where candle's batched matmul ran one small product after another.
+//! [`causal_attention_slow`] is the composed definition (candle ops, differentiable): other devices
+//! and dtypes, training, and the tests.
 
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -51,7 +51,9 @@ dispatch! {
     // Each row of `tile` (`width` keys) becomes e^(scale · (score − max)) over its visible keys,
     // 0 elsewhere, and `inv_sums[r]` the inverse of row r's sum: the softmax's division is left
     // to the `d_h` outputs of the row (`scale_rows`) instead of its `width` weights.
-    fn softmax_tile(tile: &mut [f32], inv_sums: &mut [f32], width: usize, vis: Visible, scale: f32) {
+    fn softmax_tile(
+        tile: &mut [f32], inv_sums: &mut [f32], width: usize, vis: Visible, scale: f32
+    ) {
         let Visible { q_len, first, key0, window } = vis;
         for (r, (row, inv)) in tile.chunks_exact_mut(width).zip(inv_sums.iter_mut()).enumerate() {
             let i = first + r % q_len;

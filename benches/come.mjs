@@ -70,6 +70,8 @@ const passes = { layerfold: r.layersBefore, lastToken: 0, reference: 0 };
 let layers = r.layersBefore;
 r.report.steps.forEach((step, k) => {
   passes.reference += layers;
+  // A chosen pair that holds the last layer after a last-token re-scoring: its whole pass.
+  if (k > 0 && step.details.pair[1] === layers - 1) passes.layerfold += 1;
   layers -= 1;
   if (k < r.report.steps.length - 1) {
     passes.layerfold += layers - step.details.pair[0] - 1;

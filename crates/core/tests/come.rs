@@ -15,17 +15,13 @@ use layerfold_core::model::origin::Origin;
 use layerfold_core::score::channel_sensitivity::ChannelActivity;
 use layerfold_core::{Model, RunContext};
 
+/// The largest `|x|` of `t`.
+fn abs_max(t: &Tensor) -> f32 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    abs_max(&(a - b).unwrap())
 }
 
 fn mean_norm(a: &RmsNorm, b: &RmsNorm) -> RmsNorm {
@@ -37,13 +33,20 @@ fn layer_input(
     model: &Model,
     layer: usize,
 ) -> (Tensor, layerfold_core::model::decoder::ForwardContext) {
-    let ids: Vec<u32> = model
-        .tokenizer
-        .encode_with_bos(
-            "The tower is 324 metres tall, about the same height as an 81-storey building.",
-        )
-        .unwrap();
-    let batch = TokenBatch::new(&[&ids], 0, model.lm.device()).unwrap();
+    let text = "The tower is 324 metres tall, about the same height as an 81-storey building.";
+    layer_inputs(model, layer, &[text])
+}
+
+/// [`layer_input`] for a right-padded batch of `texts`.
+fn layer_inputs(
+    model: &Model,
+    layer: usize,
+    texts: &[&str],
+) -> (Tensor, layerfold_core::model::decoder::ForwardContext) {
+    let ids: Vec<Vec<u32>> =
+        texts.iter().map(|t| model.tokenizer.encode_with_bos(t).unwrap()).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let batch = TokenBatch::new(&refs, 0, model.lm.device()).unwrap();
     let ctx = model.lm.context(&model.config, &batch).unwrap();
     let mut h = model.lm.embed(&batch).unwrap();
     for (i, l) in model.lm.layers.iter().map(|l| l.resident().unwrap()).enumerate().take(layer) {
@@ -67,33 +70,15 @@ fn last_token_pass_is_the_whole_layers_output_at_each_last_token() {
             "The tower is 324 metres tall.",
             "It was the tallest man-made structure in the world for 41 years.",
         ];
-        let ids: Vec<Vec<u32>> =
-            texts.iter().map(|t| model.tokenizer.encode_with_bos(t).unwrap()).collect();
-        let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
-        let batch = TokenBatch::new(&refs, 0, model.lm.device()).unwrap();
-        let ctx = model.lm.context(&model.config, &batch).unwrap();
-        let mut h = model.lm.embed(&batch).unwrap();
-        for (i, l) in model.lm.layers.iter().map(|l| l.resident().unwrap()).enumerate().take(layer)
-        {
-            h = l.forward(i, &h, &ctx, &mut NoObserver).unwrap();
-        }
+        let (h, ctx) = layer_inputs(&model, layer, &texts);
         let l = model.lm.layers[layer].resident().unwrap();
         let whole = l.forward(layer, &h, &ctx, &mut NoObserver).unwrap();
         let last = l.forward_last_token(&h, &ctx).unwrap();
         assert_eq!(last.dims(), &[2, 1, whole.dim(2).unwrap()]);
-        for (row, seq) in ids.iter().enumerate() {
-            let want = whole.narrow(0, row, 1).unwrap().narrow(1, seq.len() - 1, 1).unwrap();
+        for (row, &len) in ctx.tokens.lengths.iter().enumerate() {
+            let want = whole.narrow(0, row, 1).unwrap().narrow(1, len - 1, 1).unwrap();
             let got = last.narrow(0, row, 1).unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let err = max_abs(&got, &want);
+            let (err, scale) = (max_abs(&got, &want), abs_max(&want));
             assert!(
                 err <= 1e-5 * scale.max(1.0),
                 "{path:?} row {row}: max |Δ| {err} (scale {scale})"

@@ -44,18 +44,11 @@ fn add_rows<T: Copy>(
     }
 }
 
-/// Column sums of `|x|·w` for one dtype, a block of [`COLUMNS`] per task.
-fn sums<T: Copy + Sync>(
-    x: &[T],
-    w: Option<&[f32]>,
-    n: usize,
-    c: usize,
-    to_f32: impl Fn(T) -> f32 + Sync,
-) -> Vec<f32> {
+/// `c` column sums, a block of [`COLUMNS`] per task: `block(c0, acc)` fills the block of
+/// columns from `c0`.
+fn column_sums(c: usize, block: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; c];
-    out.par_chunks_mut(COLUMNS)
-        .enumerate()
-        .for_each(|(k, acc)| add_rows(x, w, (n, c, k * COLUMNS), acc, &to_f32));
+    out.par_chunks_mut(COLUMNS).enumerate().for_each(|(k, acc)| block(k * COLUMNS, acc));
     out
 }
 
@@ -74,15 +67,6 @@ dispatch! {
     }
 }
 
-/// [`sums`] for f32 rows.
-fn sums_f32(x: &[f32], w: Option<&[f32]>, n: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0f32; c];
-    out.par_chunks_mut(COLUMNS)
-        .enumerate()
-        .for_each(|(k, acc)| sum_block_f32(x, w, n, c, k * COLUMNS, acc));
-    out
-}
-
 impl ActIntensity {
     fn cpu(
         &self,
@@ -94,9 +78,18 @@ impl ActIntensity {
         const OP: &str = "act-intensity";
         let w = w.map(|(w, lw)| f32s(OP, "the token weights", w, lw)).transpose()?;
         let out = match x {
-            CpuStorage::F32(x) => sums_f32(contiguous(OP, x, lx)?, w, n, c),
-            CpuStorage::F16(x) => sums(contiguous(OP, x, lx)?, w, n, c, f16::to_f32),
-            CpuStorage::BF16(x) => sums(contiguous(OP, x, lx)?, w, n, c, bf16::to_f32),
+            CpuStorage::F32(x) => {
+                let x = contiguous(OP, x, lx)?;
+                column_sums(c, |c0, acc| sum_block_f32(x, w, n, c, c0, acc))
+            }
+            CpuStorage::F16(x) => {
+                let x = contiguous(OP, x, lx)?;
+                column_sums(c, |c0, acc| add_rows(x, w, (n, c, c0), acc, f16::to_f32))
+            }
+            CpuStorage::BF16(x) => {
+                let x = contiguous(OP, x, lx)?;
+                column_sums(c, |c0, acc| add_rows(x, w, (n, c, c0), acc, bf16::to_f32))
+            }
             other => candle_core::bail!(
                 "act-intensity: needs f32, f16 or bf16 input, got {:?}",
                 other.dtype()

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu::{f32s, output_buffer};
-use crate::vec_exp::{dispatch, LANES};
+use crate::vec_exp::{self, dispatch};
 
 /// Rows per rayon task: 64 rows of a 4096-wide model are 1 MB, enough work to pay for a task.
 const ROW_BLOCK: usize = 64;
@@ -26,15 +26,7 @@ dispatch! {
     fn normalize_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let d = w.len();
         for (row, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let mut acc = [0f32; LANES];
-            let chunks = row.chunks_exact(LANES);
-            let rest = chunks.remainder();
-            for c in chunks {
-                for k in 0..LANES {
-                    acc[k] += c[k] * c[k];
-                }
-            }
-            let sum2 = acc.iter().sum::<f32>() + rest.iter().map(|v| v * v).sum::<f32>();
+            let sum2 = vec_exp::sum_lanes(row, |v| v * v);
             let inv = 1.0 / (sum2 / d as f32 + eps).sqrt();
             for ((o, &v), &g) in dst.iter_mut().zip(row).zip(w) {
                 *o = v * inv * g;

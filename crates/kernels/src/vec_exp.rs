@@ -63,51 +63,76 @@ pub fn max(xs: &[f32]) -> f32 {
     m
 }
 
-/// `f` on `xs` a vector of [`LANES`] at a time, the tail (fewer than `LANES`) padded into one more
-/// vector so that it is computed with vector code too, its padding lanes as 0. Returns the lane
-/// sums of `f`'s results (`write` stores them back into `xs`).
+/// A slice's tail (fewer than [`LANES`]) as one vector, zero-padded, so that it runs in vector
+/// code too rather than as up to `LANES − 1` scalar steps.
 #[inline(always)]
-fn map_lanes(xs: &mut [f32], write: bool, f: impl Fn(f32) -> f32) -> [f32; LANES] {
+fn padded(rest: &[f32]) -> [f32; LANES] {
+    let mut pad = [0f32; LANES];
+    pad[..rest.len()].copy_from_slice(rest);
+    pad
+}
+
+/// `f` of the `LANES` values of `v`, the lanes from `valid` on as 0 (a padded tail's).
+#[inline(always)]
+fn lanes(v: &[f32], valid: usize, f: &impl Fn(f32) -> f32) -> [f32; LANES] {
+    let mut e = [0f32; LANES];
+    for k in 0..LANES {
+        // Padding lanes are computed too (a vector op costs the same) and then dropped.
+        let y = f(v[k]);
+        e[k] = if k < valid { y } else { 0.0 };
+    }
+    e
+}
+
+/// `Σ f(x)` over `xs`, on [`LANES`] lanes held in registers.
+#[inline(always)]
+pub fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let e = lanes(c, LANES, &f);
+        for k in 0..LANES {
+            acc[k] += e[k];
+        }
+    }
+    if !rest.is_empty() {
+        let e = lanes(&padded(rest), rest.len(), &f);
+        for k in 0..LANES {
+            acc[k] += e[k];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Replaces each `x` of `xs` by `f(x)` and returns their sum, as [`sum_lanes`].
+#[inline(always)]
+fn map_sum_lanes(xs: &mut [f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = xs.chunks_exact_mut(LANES);
     for c in &mut chunks {
-        let mut e = [0f32; LANES];
-        for k in 0..LANES {
-            e[k] = f(c[k]);
-        }
-        if write {
-            c.copy_from_slice(&e);
-        }
+        let e = lanes(c, LANES, &f);
+        c.copy_from_slice(&e);
         for k in 0..LANES {
             acc[k] += e[k];
         }
     }
     let rest = chunks.into_remainder();
-    let n = rest.len();
-    if n > 0 {
-        let mut pad = [0f32; LANES];
-        pad[..n].copy_from_slice(rest);
-        let mut e = [0f32; LANES];
-        for k in 0..LANES {
-            // Padding lanes are computed too (a vector op costs the same) and then dropped.
-            let v = f(pad[k]);
-            e[k] = if k < n { v } else { 0.0 };
-        }
-        if write {
-            rest.copy_from_slice(&e[..n]);
-        }
+    if !rest.is_empty() {
+        let e = lanes(&padded(rest), rest.len(), &f);
+        rest.copy_from_slice(&e[..rest.len()]);
         for k in 0..LANES {
             acc[k] += e[k];
         }
     }
-    acc
+    acc.iter().sum()
 }
 
 /// Replaces each `x` by `e^(x·scale − shift)` and returns the sum of the results (attention's
 /// softmax with its `1/√d_h` folded in).
 #[inline(always)]
 pub fn exp_scaled_in_place(xs: &mut [f32], scale: f32, shift: f32) -> f32 {
-    map_lanes(xs, true, |x| exp(x * scale - shift)).iter().sum()
+    map_sum_lanes(xs, |x| exp(x * scale - shift))
 }
 
 /// `Σ e^(x − shift)` without writing.
@@ -120,19 +145,7 @@ pub fn sum_exp_shift(xs: &[f32], shift: f32) -> f32 {
 /// `Σ e^(x·scale − shift)` without writing (temperature-scaled softmaxes).
 #[inline(always)]
 pub fn sum_exp_scaled(xs: &[f32], scale: f32, shift: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] += exp(c[k] * scale - shift);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for &v in rest {
-        s += exp(v * scale - shift);
-    }
-    s
+    sum_lanes(xs, |x| exp(x * scale - shift))
 }
 
 /// Defines `$name(args)` that runs `$body` compiled for AVX-512F, else AVX2+FMA, else baseline

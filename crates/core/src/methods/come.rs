@@ -175,13 +175,12 @@ fn rescore_from(
         let layer = model.lm.layers[n - 1].get()?;
         // Batch by batch in pass order, as the other states were observed.
         for cb in &cache.batches {
-            let batch = cb.ctx.tokens.batch;
-            let h = inputs.remove(&batch).expect("the pass reported every batch's h_{L-1}");
+            let h = inputs
+                .remove(&cb.ctx.tokens.batch)
+                .expect("the pass reported every batch's h_{L-1}");
             let out = layer.forward_last_token(&h, &cb.ctx)?;
             let h_hat = cb.ctx.mode.rms_norm(&model.lm.norm, &out)?;
-            let rows = cb.ctx.tokens.lengths.len();
-            let tokens = TokenMask { lengths: vec![1; rows], seq_len: 1, weights: None, batch };
-            fresh.last.final_state(&h_hat, &tokens)?;
+            fresh.last.final_state(&h_hat, &cb.ctx.tokens.last_tokens())?;
         }
         fresh.last_layer_stats = false;
     }

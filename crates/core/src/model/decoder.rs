@@ -335,9 +335,7 @@ impl DecoderLayer {
             inputs.push(x.narrow(0, row, 1)?.narrow(1, last, 1)?);
         }
         let (o, x) = (Tensor::cat(&heads, 0)?, Tensor::cat(&inputs, 0)?);
-        let tokens =
-            TokenMask { lengths: vec![1; b], seq_len: 1, weights: None, batch: ctx.tokens.batch };
-        self.after_attention(0, &x, &o, &tokens, ctx.mode, &mut NoObserver)
+        self.after_attention(0, &x, &o, &ctx.tokens.last_tokens(), ctx.mode, &mut NoObserver)
     }
 
     /// The rest of the layer once attention has given `o`, the input of `o_proj`.
@@ -547,6 +545,11 @@ impl TokenMask {
             Some(Tensor::from_vec(w, lengths.len() * seq_len, device)?)
         };
         Ok(Self { lengths, seq_len, weights, batch })
+    }
+
+    /// The mask of each row's last real token alone (`[b, 1, d]` states of the same batch).
+    pub fn last_tokens(&self) -> Self {
+        Self { lengths: vec![1; self.lengths.len()], seq_len: 1, weights: None, batch: self.batch }
     }
 
     /// Number of real tokens.
